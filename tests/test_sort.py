@@ -94,9 +94,9 @@ def test_empty_bin_warns_and_reports_zero():
     assert [t["n"] for t in tab] == [1, 0] and math.isnan(tab[1]["acc"])
 
 def test_items_are_deterministic_and_balanced():
-    a = make_sort_items(TEXT, [200], [20, 50], n_excerpts=6, seed=3, as_dataset=False)
-    assert a == make_sort_items(TEXT, [200], [20, 50], n_excerpts=6, seed=3, as_dataset=False)
-    assert a != make_sort_items(TEXT, [200], [20, 50], n_excerpts=6, seed=4, as_dataset=False)
+    a = make_sort_items(TEXT, [250], [20, 50], n_excerpts=6, seed=3, as_dataset=False)
+    assert a == make_sort_items(TEXT, [250], [20, 50], n_excerpts=6, seed=3, as_dataset=False)
+    assert a != make_sort_items(TEXT, [250], [20, 50], n_excerpts=6, seed=4, as_dataset=False)
     assert sum(r["answer"] == "A" for r in a) * 2 == len(a) == 2 * 4 * 6
 
 def test_retrieval_finds_segments():
