@@ -28,7 +28,8 @@ KVPRESS_SIDE = textwrap.dedent('''
     from kvpress import StreamingLLMPress, KnormPress, TOVAPress, ObservedAttentionPress
     cfg = json.loads(sys.argv[1])
     torch.set_num_threads(cfg["threads"])
-    out = dict(kvpress=kvpress.__version__ if hasattr(kvpress, "__version__") else "?", transformers=transformers.__version__, runs={})
+    from importlib.metadata import version
+    out = dict(kvpress=version("kvpress"), transformers=transformers.__version__, runs={})
     ids = torch.tensor([cfg["prompt"]])
     T, N, B = ids.shape[1], cfg["new_tokens"], cfg["budget"]
     ratio = 1 - B / T
