@@ -12,6 +12,8 @@ def cli(*args, env=None, timeout=3600, cwd=ROOT):
     e = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
 
+collect_ignore_glob = ["fixtures/*"]   # the demo reproduction is run by test_repro.py through the runner, not by nbval
+
 _runs = {}
 
 @pytest.fixture(scope="session")
