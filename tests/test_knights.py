@@ -100,7 +100,8 @@ def test_bad_params_named(key, value, needle):
     p = resolve_params("knights", "smoke"); p[key] = value
     with pytest.raises(ValueError, match=needle): validate_params(p)
 
-def test_hub_check_fails_fast_and_clearly():
+def test_hub_check_fails_fast_and_clearly(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)   # offline mode skips the check on purpose
     with pytest.raises(RuntimeError, match="Hugging Face hub"): require_hub("unlearnkit-invalid/no-such-model-xyz", timeout=5)
     require_hub("smollm2-135m"); require_hub("tiny")    # offline names pass
 
