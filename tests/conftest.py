@@ -37,3 +37,11 @@ def repro_result(tmp_path_factory):
             _runs[(name, preset)] = (json.loads((out/"metrics.json").read_text()), out)
         return _runs[(name, preset)]
     return get
+
+
+def assert_claims_all_tested(m, ids):
+    "Every expected claim id is in `m` (a metrics.json), and the smoke run settles each claim it lists (held true or false)."
+    assert ids <= {c["id"] for c in m["claims"]}
+    for c in m["claims"]:
+        assert c["held"] in (True, False), f"smoke tests every claim it lists: {c['id']}"
+        assert c["source"] and c["run"] is not None
