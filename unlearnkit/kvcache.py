@@ -47,6 +47,8 @@ class KVPolicy:
     n_recent:int=0 # the most recent tokens, always kept
     needs_attn:ClassVar[bool]=False # whether `score` needs the current queries' attention
     needs_hidden:ClassVar[bool]=False # whether `score` needs the layer's input hidden states
+    last_query_only:ClassVar[bool]=False # whether `score` reads only the last query's attention row
+    stateful:ClassVar[bool]=True # whether `score` keeps state and so must see every step, not only the steps that evict
     evicts:ClassVar[bool]=True # False for the full cache
     def __post_init__(self):
         for k in ("n_sink", "n_recent"):
@@ -104,8 +106,13 @@ class A2SF(KVPolicy):
 @dataclass
 class TOVA(KVPolicy):
     "Token omission via attention (Oren et al. 2024): only the current query's attention counts."
+    shared:bool=True # one choice per layer from the attention averaged over all heads, as TOVA's code and kvpress do; False: per KV head
     needs_attn:ClassVar[bool]=True
-    def score(self, layer, attn, hidden): return attn[:, :, -1]
+    last_query_only:ClassVar[bool]=True # the cache computes only the last query's attention row (cheaper prefill)
+    stateful:ClassVar[bool]=False # scores depend on the current step only: nothing to compute until the cache is full
+    def score(self, layer, attn, hidden):
+        s = attn[:, :, -1]
+        return s.mean(1, keepdim=True).expand_as(s) if self.shared else s
 
 @dataclass
 class Knorm(KVPolicy):
@@ -224,8 +231,10 @@ class EvictingCache(DynamicCache):
         "Score and evict in one layer, right after its attention used the current tokens."
         layer, p = self.layers[module.layer_idx], self.policy
         self.peak_bytes = max(self.peak_bytes, sum(l.nbytes() for l in self.layers))
-        if p.evicts and (p.needs_attn or p.needs_hidden or layer.stored() > self.budget + self.buffer):
-            attn = attention_probs(module, query, key, attn_weights) if p.needs_attn else None
+        if p.evicts and ((p.stateful and (p.needs_attn or p.needs_hidden)) or layer.stored() > self.budget + self.buffer):
+            if p.needs_attn and p.last_query_only:
+                attn = attention_probs(module, query[:, :, -1:], key, None if attn_weights is None else attn_weights[:, :, -1:])
+            else: attn = attention_probs(module, query, key, attn_weights) if p.needs_attn else None
             s = p.score(layer, attn, getattr(module, "_kv_hidden", None))  # stateful policies see every step
             if layer.stored() > self.budget + self.buffer:
                 s = s.float()
