@@ -146,3 +146,12 @@ def test_held_matches_numbers(smoke):
     assert c["a2sf_beats_h2o"]["held"] == (r["mean_diff"] > 0)
     r = c["streaming_loses_middle"]["run"]
     assert c["streaming_loses_middle"]["held"] == (r["streaming_llm"] < r["full"] - 0.2)
+
+def test_recall_data_same_in_every_process():
+    "The recall task's data depends on the seed only, not on the order a tokenizer's vocabulary dict comes in (it changes per process)."
+    import subprocess, sys
+    code = ("from unlearnkit.kvcache import recall_batch, recall_vocab; from unlearnkit.models import word_tokenizer; "
+            "X, Y, D = recall_batch(word_tokenizer(recall_vocab(16, 16, 8)), 8, n_pairs=4, ctx_len=32, n_queries=4, seed=3); "
+            "print(X.tolist(), Y.tolist())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(3)}
+    assert len(outs) == 1, "recall_batch gave different data in different processes"

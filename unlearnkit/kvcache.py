@@ -471,7 +471,8 @@ def recall_batch(tok, # a `word_tokenizer(recall_vocab(...))`
     "Equal-length associative-recall sequences: BOS, context, then `? key value` per query."
     if 2*n_pairs > ctx_len: raise ValueError(f"ctx_len ({ctx_len}) must be >= 2 * n_pairs ({n_pairs})")
     vocab = tok.get_vocab()
-    K, V, Fi = ([vocab[w] for w in vocab if w[0] == c and w[1:].isdigit()] for c in "kvf")
+    # sorted: a tokenizer's vocabulary dict comes in an order that changes from process to process
+    K, V, Fi = (sorted(vocab[w] for w in vocab if w[0] == c and w[1:].isdigit()) for c in "kvf")
     if n_pairs > len(K) or n_queries > n_pairs: raise ValueError(f"need n_queries <= n_pairs <= keys ({n_queries}, {n_pairs}, {len(K)})")
     rng, q_id = np.random.default_rng(seed), vocab["?"]
     rows, labels, depth = [], [], []
