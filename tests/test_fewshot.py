@@ -1,6 +1,7 @@
 """fewshot (Orhan 2023): the smoke run's metrics and claims, the presets' parameters, and the library's bad-input errors."""
 import math
 import pytest
+from conftest import assert_claims_all_tested
 from unlearnkit.repro import resolve_params, list_presets
 from unlearnkit.fewshot import (check_params, make_stimuli, StimulusSet, exposure_steps, log_steps, paper_stimuli,
                                 recognition_accuracy, OFFLINE_KINDS)
@@ -22,11 +23,7 @@ def test_metrics_schema(smoke):
 
 def test_claims_table(smoke):
     m, _ = smoke
-    ids = {c["id"] for c in m["claims"]}
-    assert CLAIM_IDS <= ids
-    for c in m["claims"]:
-        assert c["held"] in (True, False), f"smoke tests every claim it lists: {c['id']}"
-        assert c["source"] and c["run"] is not None
+    assert_claims_all_tested(m, CLAIM_IDS)
 
 def test_numbers_are_sane(smoke):
     m, _ = smoke
