@@ -36,8 +36,8 @@ def test_budget_respected_every_step(model, ids, name, chunk):
             seen = min(s + chunk, ids.shape[1])
             want = seen if not pol.evicts else min(seen, B)
             assert cache.stored() == [want]*2, (name, s, cache.stored())
-            for l in cache.layers:   # kept positions are distinct, ordered, and all already seen
-                assert (l.positions.diff(dim=-1) > 0).all() and int(l.positions.max()) < seen
+            for l in cache.layers:   # kept positions are distinct and all already seen (slots need not be in order)
+                assert (l.positions.sort(-1).values.diff(dim=-1) > 0).all() and int(l.positions.max()) < seen
                 if not pol.evicts: assert l.positions[0, 0].tolist() == list(range(seen))
     assert cache.get_seq_length() == ids.shape[1]   # positions keep counting: no re-rotation
     assert max(cache.held_bytes) == kv_bytes(model, want, batch=2)
@@ -73,7 +73,7 @@ def test_a2sf_scores_are_discounted_sums(model, ids):
 def test_generate_evicts_during_decoding(model, ids):
     g, c = generate_with_policy(model, ids[:1], StreamingLLM(n_sink=2), 8, max_new_tokens=5, prefill_chunk=4, record=True)
     assert g.shape == (1, 5) and c.stored() == [8, 8]
-    assert c.layers[0].positions[0, 0].tolist() == [0, 1] + list(range(ids.shape[1] + 4 - 6, ids.shape[1] + 4))
+    assert c.layers[0].positions[0, 0].sort().values.tolist() == [0, 1] + list(range(ids.shape[1] + 4 - 6, ids.shape[1] + 4))
     assert max(c.held_bytes) == kv_bytes(model, 8)   # the budget held at every step, prompt included
 
 def test_memory_stats(model, ids):

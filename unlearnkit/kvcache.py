@@ -21,9 +21,9 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 # %% auto #0
 __all__ = ['SUPPORTED_MODEL_TYPES', 'POLICIES', 'check_model', 'KVPolicy', 'Full', 'Random', 'StreamingLLM', 'H2O', 'A2SF',
            'TOVA', 'Knorm', 'RetentionGates', 'TrimKV', 'make_policy', 'KVLayer', 'EvictingCache', 'attention_probs',
-           'evicting', 'forward_with_policy', 'generate_with_policy', 'kv_bytes', 'memory_stats', 'decayed_attention',
-           'capacity_loss', 'retention_training', 'retention_loss', 'train_retention_gates', 'recall_vocab',
-           'recall_batch', 'answer_accuracy', 'agreement', 'kept_map', 'check_kvcache_params']
+           'decode_attention', 'evicting', 'forward_with_policy', 'generate_with_policy', 'kv_bytes', 'memory_stats',
+           'decayed_attention', 'capacity_loss', 'retention_training', 'retention_loss', 'train_retention_gates',
+           'recall_vocab', 'recall_batch', 'answer_accuracy', 'agreement', 'kept_map', 'check_kvcache_params']
 
 # %% ../nbs/api/14_kvcache.ipynb #7759bce0
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
@@ -172,37 +172,82 @@ def make_policy(name:str, # a key of `POLICIES`
     return POLICIES[name](**kwargs)
 
 # %% ../nbs/api/14_kvcache.ipynb #42ee7a3a
+def _stored_view(buf):
+    def set_(self, v):   # transformers' base classes reset keys/values to None; anything else would bypass the bookkeeping
+        if v is not None: raise AttributeError("a KVLayer's stored tokens change only through update, keep and drop_one")
+    return property(lambda self: None if getattr(self, buf) is None else getattr(self, buf)[:, :, :self.n], set_)
+
 class KVLayer(DynamicLayer):
     "One layer's cache: keys/values `(b, kv_heads, n, d)`, their absolute positions, and the policy's per-token state."
+    keys, values, positions = _stored_view("_k"), _stored_view("_v"), _stored_view("_p")
     def __init__(self, cache, idx):
+        self._k = self._v = self._p = None   # buffers with room for the next step; the first `n` slots are stored
         super().__init__()
-        self.cache, self.idx, self.seen, self.positions, self.state = cache, idx, 0, None, {}
+        self.cache, self.idx, self.seen, self.n, self.state, self.token_bytes = cache, idx, 0, 0, {}, 0
+    def _realloc(self, cap:int, k, v, p):
+        "Fresh buffers of `cap` slots holding the tokens `k`, `v`, `p` in their first slots."
+        b, h, n = p.shape
+        self._k, self._v, self._p = k.new_empty(b, h, cap, k.shape[-1]), v.new_empty(b, h, cap, v.shape[-1]), p.new_empty(b, h, cap)
+        self._k[:, :, :n], self._v[:, :, :n], self._p[:, :, :n] = k, v, p
+        self._flat = (self._k.view(-1, k.shape[-1]), self._v.view(-1, v.shape[-1]), self._p.view(-1),
+                      torch.arange(b*h, device=p.device)*cap)   # row of slot 0 of each (sequence, head)
+        self._bh = torch.arange(b, device=p.device)[:, None], torch.arange(h, device=p.device)[None, :]
+        self.n = n
     def update(self, key_states, value_states, *args, **kwargs):
-        keys, values = super().update(key_states, value_states)
         b, h, q, _ = key_states.shape
-        pos = torch.arange(self.seen, self.seen + q, device=keys.device).expand(b, h, q)
-        self.positions = pos if self.positions is None else torch.cat([self.positions, pos], -1)
-        self.seen += q
-        return keys, values
-    def stored(self)->int: return 0 if self.keys is None or self.keys.numel() == 0 else self.keys.shape[-2]
+        if not self.is_initialized:
+            self.is_initialized, self.device = True, key_states.device
+            self.token_bytes = b*h*(key_states.shape[-1]*key_states.element_size() + value_states.shape[-1]*value_states.element_size())
+            self._realloc(self.cache.capacity(q, 0), key_states[:, :, :0], value_states[:, :, :0],
+                          torch.empty(b, h, 0, dtype=torch.long, device=key_states.device))
+        n = self.n
+        if n + q > self._k.shape[2]: self._realloc(self.cache.capacity(n + q, self._k.shape[2]), self.keys, self.values, self.positions)
+        self._k[:, :, n:n+q], self._v[:, :, n:n+q] = key_states, value_states
+        if q == 1: self._p[:, :, n] = self.seen
+        else: self._p[:, :, n:n+q] = torch.arange(self.seen, self.seen + q, device=self._p.device)
+        self.n, self.seen, self._new = n + q, self.seen + q, (key_states, value_states)
+        self.cache.held += q*self.token_bytes
+        return self._k[:, :, :n+q], self._v[:, :, :n+q]
+    def stored(self)->int: return self.n
     def get_seq_length(self)->int: return self.seen   # positions continue: no re-rotation
-    def get_mask_sizes(self, query_length:int)->tuple[int, int]:
-        n = self.stored()
-        return n + query_length, self.seen - n
+    def get_mask_sizes(self, query_length:int)->tuple[int, int]: return self.n + query_length, self.seen - self.n
     def extend_state(self, name:str, fill:float=0.)->torch.Tensor:
         "The per-token state `name`, padded with `fill` for the tokens added in this step."
         old = self.state.get(name)
-        if old is None: return torch.full(self.positions.shape, fill, dtype=torch.float32, device=self.positions.device)
-        return F.pad(old, (0, self.positions.shape[-1] - old.shape[-1]), value=fill)
+        if old is None: return torch.full((*self._p.shape[:2], self.n), fill, dtype=torch.float32, device=self._p.device)
+        return F.pad(old, (0, self.n - old.shape[-1]), value=fill)
     def keep(self, idx:torch.Tensor):
-        "Keep the token slots `idx` `(b, kv_heads, k)` of every per-token tensor."
-        gi = idx.unsqueeze(-1).expand(-1, -1, -1, self.keys.shape[-1])
-        self.keys, self.values = self.keys.gather(2, gi), self.values.gather(2, gi)
-        self.positions = self.positions.gather(2, idx)
-        self.state = {k: v.gather(2, idx) for k, v in self.state.items()}
+        "Keep the token slots `idx` `(b, kv_heads, k)` of every per-token tensor, in that order."
+        gk = idx.unsqueeze(-1).expand(-1, -1, -1, self._k.shape[-1])
+        gv = gk if self._v.shape[-1] == self._k.shape[-1] else idx.unsqueeze(-1).expand(-1, -1, -1, self._v.shape[-1])
+        k, v, p = self.keys.gather(2, gk), self.values.gather(2, gv), self.positions.gather(2, idx)
+        self.state = {name: s.gather(2, idx) for name, s in self.state.items()}
+        m = idx.shape[-1]
+        self.cache.held -= (self.n - m)*self.token_bytes
+        cap = self.cache.capacity(m, 0)   # after a long prefill, shrink back to budget + buffer + 1 slots
+        if cap != self._k.shape[2]: self._realloc(cap, k, v, p)
+        else: self._k[:, :, :m], self._v[:, :, :m], self._p[:, :, :m], self.n = k, v, p, m
+    def drop_one(self, slot:torch.Tensor):
+        "Evict one token per row, slot `slot` `(b, kv_heads)`, in O(1): the newest token (the last slot) moves into it, so slots leave position order."
+        kf, vf, pf, base = self._flat
+        rows, (nk, nv) = base + slot.reshape(-1), self._new
+        kf.index_copy_(0, rows, nk[:, :, -1].reshape(-1, kf.shape[-1])); vf.index_copy_(0, rows, nv[:, :, -1].reshape(-1, vf.shape[-1]))
+        pf.index_fill_(0, rows, self.seen - 1)
+        last = self.n - 1
+        if self.state:
+            bi, hi = self._bh
+            for name, s in self.state.items():
+                s[bi, hi, slot] = s[:, :, last].clone(); self.state[name] = s[:, :, :last]
+        self.n = last
+        self.cache.held -= self.token_bytes
+    def reset(self):
+        self._k = self._v = self._p = None
+        self.is_initialized, self.seen, self.n, self.state = False, 0, 0, {}
     def crop(self, tokens_to_remove): raise NotImplementedError("an evicting cache cannot be cropped")
     def reorder_cache(self, beam_idx): raise NotImplementedError("an evicting cache does not support beam search")
-    def nbytes(self)->int: return 0 if self.keys is None else self.keys.nbytes + self.values.nbytes
+    def batch_repeat_interleave(self, repeats): raise NotImplementedError("an evicting cache does not support expanding the batch (num_return_sequences, beams)")
+    def batch_select_indices(self, indices): raise NotImplementedError("an evicting cache does not support selecting batch rows")
+    def nbytes(self)->int: return self.n*self.token_bytes
 
 # %% ../nbs/api/14_kvcache.ipynb #83f447d6
 class EvictingCache(DynamicCache):
@@ -224,25 +269,39 @@ class EvictingCache(DynamicCache):
         if not isinstance(buffer, int) or buffer < 0: raise ValueError(f"buffer must be an integer >= 0, got {buffer!r}")
         Cache.__init__(self, layers=[KVLayer(self, i) for i in range(model.config.num_hidden_layers)])
         self.policy, self.budget, self.buffer, self.record = policy, budget, buffer, record
+        self.in_place = True   # evict a single token in O(1) (see `KVLayer.drop_one`); False: always top-k + gather
         self.generator = torch.Generator().manual_seed(seed)
-        self.held_bytes, self.peak_bytes, self.kept = [], 0, []
+        self.held, self.held_bytes, self.peak_bytes, self.kept = 0, [], 0, []
 
-    def after_attention(self, module, query, key, attn_weights=None):
-        "Score and evict in one layer, right after its attention used the current tokens."
+    def capacity(self, need:int, # tokens the layer must hold now
+                 cur:int, # slots it has
+                )->int: # slots to allocate
+        "Buffer slots per layer: `budget + buffer + 1` for an evicting policy (one step's new token fits without a copy), doubling for `Full`."
+        return max(need, self.budget + self.buffer + 1) if self.policy.evicts else max(need, 2*cur, 16)
+
+    def wants_attn(self, layer)->bool:
+        "Whether `layer` must be scored with the current attention in this step."
+        p = self.policy
+        return p.evicts and p.needs_attn and (p.stateful or layer.n > self.budget + self.buffer)
+
+    def after_attention(self, module, query, key, attn_weights=None, probs=None):
+        "Score and evict in one layer, right after its attention used the current tokens (`probs`: its attention, if already computed)."
         layer, p = self.layers[module.layer_idx], self.policy
-        self.peak_bytes = max(self.peak_bytes, sum(l.nbytes() for l in self.layers))
-        if p.evicts and ((p.stateful and (p.needs_attn or p.needs_hidden)) or layer.stored() > self.budget + self.buffer):
-            if p.needs_attn and p.last_query_only:
-                attn = attention_probs(module, query[:, :, -1:], key, None if attn_weights is None else attn_weights[:, :, -1:])
-            else: attn = attention_probs(module, query, key, attn_weights) if p.needs_attn else None
-            s = p.score(layer, attn, getattr(module, "_kv_hidden", None))  # stateful policies see every step
-            if layer.stored() > self.budget + self.buffer:
+        self.peak_bytes = max(self.peak_bytes, self.held)
+        over = p.evicts and layer.n > self.budget + self.buffer
+        if over or (p.evicts and p.stateful and (p.needs_attn or p.needs_hidden)):   # stateful policies see every step
+            if p.needs_attn and probs is None:
+                if p.last_query_only: query, attn_weights = query[:, :, -1:], None if attn_weights is None else attn_weights[:, :, -1:]
+                probs = attention_probs(module, query, key, attn_weights)
+            s = p.score(layer, probs, getattr(module, "_kv_hidden", None))
+            if over:
                 s = s.float()
                 if p.n_sink: s = s.masked_fill(layer.positions < p.n_sink, float("inf"))
                 if p.n_recent: s = s.masked_fill(layer.positions >= layer.seen - p.n_recent, float("inf"))
-                layer.keep(s.topk(self.budget, dim=-1).indices.sort(-1).values)
+                if layer.n - self.budget == 1 and self.in_place: layer.drop_one(s.argmin(-1))
+                else: layer.keep(s.topk(self.budget, dim=-1).indices.sort(-1).values)
         if module.layer_idx == len(self.layers) - 1:
-            self.held_bytes.append(sum(l.nbytes() for l in self.layers))
+            self.held_bytes.append(self.held)
             if self.record: self.kept.append((self.layers[0].seen, [l.positions[0].clone() for l in self.layers]))
 
     def stored(self)->list[int]:
@@ -260,19 +319,39 @@ def attention_probs(module, # the attention module (gives `scaling`)
     hk, n = key.shape[1], key.shape[2]
     if attn_weights is not None and attn_weights.shape[-1] == n:
         return attn_weights.float().view(b, hk, hq//hk, q, n).mean(2)
-    logits = torch.einsum("bhgqd,bhnd->bhgqn", query.float().view(b, hk, hq//hk, q, d), key.float())*module.scaling
-    causal = torch.arange(n, device=key.device)[None, :] <= torch.arange(n - q, n, device=key.device)[:, None]
-    return logits.masked_fill(~causal, float("-inf")).softmax(-1).mean(2)
+    logits = torch.matmul(query.float().reshape(b, hk, hq//hk*q, d), key.float().transpose(-1, -2)).view(b, hk, hq//hk, q, n)*module.scaling
+    if q > 1:
+        causal = torch.arange(n, device=key.device)[None, :] <= torch.arange(n - q, n, device=key.device)[:, None]
+        logits = logits.masked_fill(~causal, float("-inf"))
+    return logits.softmax(-1).mean(2)
+
+def decode_attention(module, # the attention module (gives `scaling`)
+                     query:torch.Tensor, # (b, q_heads, 1, d): one new token, after RoPE
+                     key:torch.Tensor, value:torch.Tensor, # (b, kv_heads, n, d): every stored token, the new one included
+                    )->tuple[torch.Tensor, torch.Tensor]: # output (b, 1, q_heads, d), probabilities (b, kv_heads, 1, n) float32
+    "One decoding step's attention that also returns the probabilities the policy scores with, so scoring costs no second pass."
+    b, hq, _, d = query.shape
+    hk = key.shape[1]
+    w = torch.matmul(query.reshape(b, hk, hq//hk, d), key.transpose(-1, -2))*module.scaling
+    p = w.softmax(-1, dtype=torch.float32)
+    return torch.matmul(p.to(value.dtype), value).reshape(b, 1, hq, value.shape[-1]), p.mean(2, keepdim=True)
 
 def _eager_for(module): return getattr(sys.modules[type(module).__module__], "eager_attention_forward")
 
 def _wrapped_attention(base):
+    fns = {}
     def attention(module, query, key, value, attention_mask, **kwargs):
         lb = getattr(module, "_kv_train_logbeta", None)
         if lb is not None: return decayed_attention(module, query, key, value, lb)
-        f = _eager_for(module) if base == "eager" else ALL_ATTENTION_FUNCTIONS.get_interface(base, _eager_for(module))
-        out, w = f(module, query, key, value, attention_mask, **kwargs)
         cache = getattr(module, "_kv_cache", None)
+        if (cache is not None and base == "sdpa" and query.shape[2] == 1 and not module.training and cache.wants_attn(cache.layers[module.layer_idx])
+                and (attention_mask is None or (attention_mask.dtype == torch.bool and bool(attention_mask.all())))):
+            out, probs = decode_attention(module, query, key, value)   # a decoding step that scores: one pass gives both
+            cache.after_attention(module, query, key, probs=probs)
+            return out, None
+        f = fns.get(type(module))
+        if f is None: f = fns[type(module)] = _eager_for(module) if base == "eager" else ALL_ATTENTION_FUNCTIONS.get_interface(base, _eager_for(module))
+        out, w = f(module, query, key, value, attention_mask, **kwargs)
         if cache is not None: cache.after_attention(module, query, key, w)
         return out, w
     return attention
