@@ -42,6 +42,32 @@ def test_budget_respected_every_step(model, ids, name, chunk):
     assert cache.get_seq_length() == ids.shape[1]   # positions keep counting: no re-rotation
     assert max(cache.held_bytes) == kv_bytes(model, want, batch=2)
 
+@pytest.mark.parametrize("name", ["streaming_llm", "h2o", "tova", "trimkv"])
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_eviction_buffer(model, ids, name, chunk):
+    "With buffer b a layer grows to B + b tokens, then one eviction brings it back to exactly B."
+    B, b = 8, 5
+    cache = EvictingCache(model, _policy(name, model), B, buffer=b)
+    evictions = 0
+    with torch.no_grad(), evicting(model, cache):
+        for s in range(0, ids.shape[1], chunk):
+            grown = cache.stored()[0] + min(chunk, ids.shape[1] - s)
+            model(input_ids=ids[:, s:s+chunk], cache=cache, use_cache=True)
+            assert cache.stored() == [grown if grown <= B + b else B]*2, (s, grown, cache.stored())
+            evictions += grown > B + b
+            if name == "streaming_llm" and grown > B + b:   # the sinks and the newest B - 4 positions
+                seen = s + min(chunk, ids.shape[1] - s)
+                assert cache.layers[1].positions[1, 0].sort().values.tolist() == [0, 1, 2, 3] + list(range(seen - B + 4, seen))
+    assert evictions >= 2 and max(cache.held_bytes) <= kv_bytes(model, B + b, batch=2)
+
+def test_layer_storage_guarded_and_reset(model, ids):
+    _, c = forward_with_policy(model, ids, H2O(), 8)
+    with pytest.raises(AttributeError, match="change only through"): c.layers[0].keys = torch.zeros(1)
+    c.reset()
+    assert c.stored() == [0, 0] and c.get_seq_length() == 0 and c.layers[0].keys is None and c.held == 0
+    with torch.no_grad(), evicting(model, c): model(input_ids=ids[:, :12], cache=c, use_cache=True)   # reusable after reset
+    assert c.stored() == [8, 8] and c.get_seq_length() == 12
+
 def test_full_is_plain_cache_bit_for_bit(model, ids):
     full, _ = forward_with_policy(model, ids, Full(), None, chunk=4)
     dc, outs = DynamicCache(), []

@@ -304,6 +304,11 @@ class EvictingCache(DynamicCache):
             self.held_bytes.append(self.held)
             if self.record: self.kept.append((self.layers[0].seen, [l.positions[0].clone() for l in self.layers]))
 
+    def reset(self):
+        "Empty every layer and the memory records (the policy's state goes with the layers)."
+        super().reset()
+        self.held, self.held_bytes, self.peak_bytes, self.kept = 0, [], 0, []
+
     def stored(self)->list[int]:
         "Tokens held per layer now."
         return [l.stored() for l in self.layers]
