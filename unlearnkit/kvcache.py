@@ -205,7 +205,7 @@ class KVLayer(DynamicLayer):
         self._k[:, :, n:n+q], self._v[:, :, n:n+q] = key_states, value_states
         if q == 1: self._p[:, :, n] = self.seen
         else: self._p[:, :, n:n+q] = torch.arange(self.seen, self.seen + q, device=self._p.device)
-        self.n, self.seen, self._new = n + q, self.seen + q, (key_states, value_states)
+        self.n, self.seen = n + q, self.seen + q
         self.cache.held += q*self.token_bytes
         return self._k[:, :, :n+q], self._v[:, :, :n+q]
     def stored(self)->int: return self.n
@@ -228,12 +228,11 @@ class KVLayer(DynamicLayer):
         if cap != self._k.shape[2]: self._realloc(cap, k, v, p)
         else: self._k[:, :, :m], self._v[:, :, :m], self._p[:, :, :m], self.n = k, v, p, m
     def drop_one(self, slot:torch.Tensor):
-        "Evict one token per row, slot `slot` `(b, kv_heads)`, in O(1): the newest token (the last slot) moves into it, so slots leave position order."
+        "Evict one token per row, slot `slot` `(b, kv_heads)`, in O(1): the last slot (the newest token) moves into it, so slots leave position order."
         kf, vf, pf, base = self._flat
-        rows, (nk, nv) = base + slot.reshape(-1), self._new
-        kf.index_copy_(0, rows, nk[:, :, -1].reshape(-1, kf.shape[-1])); vf.index_copy_(0, rows, nv[:, :, -1].reshape(-1, vf.shape[-1]))
-        pf.index_fill_(0, rows, self.seen - 1)
         last = self.n - 1
+        rows, src = base + slot.reshape(-1), base + last
+        for f in (kf, vf, pf): f.index_copy_(0, rows, f.index_select(0, src))
         if self.state:
             bi, hi = self._bh
             for name, s in self.state.items():
