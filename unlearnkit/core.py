@@ -1,4 +1,4 @@
-"""Seeding, device choice, provenance and atomic result files: what every experiment in the suite needs first.
+"""Seeding, device choice, provenance, atomic result files and staged results folders, and the one way parameters are checked: what every experiment in the suite needs first.
 
 Docs: https://unlearnkit.github.io/unlearnkit/api/core.html.md"""
 
@@ -7,6 +7,8 @@ Docs: https://unlearnkit.github.io/unlearnkit/api/core.html.md"""
 # %% ../nbs/api/00_core.ipynb #fe9a70d0
 from __future__ import annotations
 import contextlib, csv, datetime as _dt, io, json, math, os, platform, random, shutil, subprocess, sys, tempfile, time, uuid
+try: import fcntl
+except ImportError: fcntl = None   # Windows: locks fall back to an exclusive-create file
 from importlib import metadata
 from pathlib import Path
 
@@ -14,8 +16,10 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['set_seed', 'get_device', 'default_dtype', 'device_name', 'package_versions', 'git_sha', 'now_iso', 'provenance',
-           'Timer', 'write_text_atomic', 'write_json_atomic', 'write_csv_atomic', 'read_json', 'atomic_dir',
+__all__ = ['MARKER', 'set_seed', 'seeded', 'get_device', 'default_dtype', 'device_name', 'package_versions', 'git_sha', 'now_iso',
+           'provenance', 'Timer', 'write_text_atomic', 'write_json_atomic', 'write_csv_atomic', 'read_json',
+           'TargetError', 'TargetLock', 'check_target', 'StagedDir', 'atomic_dir', 'ParamError', 'param_error', 'need',
+           'check_int', 'check_float', 'check_bool', 'check_str', 'check_choice', 'check_list', 'check_dict',
            'cache_dir', 'results_root']
 
 # %% ../nbs/api/00_core.ipynb #4013240a
@@ -33,6 +37,19 @@ def set_seed(seed:int, # the seed for `random`, NumPy and torch (CPU and CUDA)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         if hasattr(torch.backends, "cudnn"): torch.backends.cudnn.benchmark = False
     return seed
+
+@contextlib.contextmanager
+def seeded(seed:int, # the seed for the block
+          ):
+    "Run a block with every generator seeded by `seed`, then restore Python's, NumPy's and torch's generators as they were."
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    py, npy = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        random.seed(int(seed)); np.random.seed(int(seed) % 2**32); torch.manual_seed(int(seed))
+        try: yield int(seed)
+        finally: random.setstate(py); np.random.set_state(npy)
 
 # %% ../nbs/api/00_core.ipynb #2dbe43b1
 def get_device(device:str|torch.device|None=None, # "cpu", "cuda", "cuda:1", "mps" or None for the best available
@@ -108,6 +125,9 @@ class Timer:
         return time.perf_counter() - self.t0 if self.s is None else self.s
 
 # %% ../nbs/api/00_core.ipynb #e706d152
+def _umask()->int:
+    m = os.umask(0o022); os.umask(m); return m
+
 def _jsonable(o):
     "Turn NumPy/torch scalars and arrays, paths and sets into JSON types."
     if isinstance(o, (np.integer,)): return int(o)
@@ -132,6 +152,7 @@ def write_text_atomic(path:str|Path, # where the file ends up
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(text); f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; a result file gets the user's usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
@@ -158,23 +179,232 @@ def read_json(path:str|Path):
     "Read a JSON file."
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
-@contextlib.contextmanager
+class TargetError(ValueError):
+    "A folder that a run may not write: not one it made, locked by another live run, or a bad path. The message says which and what to do."
+
+def _pid_alive(pid:int)->bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except (PermissionError, OSError): return True
+    return True
+
+class TargetLock:
+    """An exclusive lock on a target path, held by one process: a sibling `.NAME.lock` file with an OS lock on it.
+    The OS lock dies with its process, so a killed run's lock is stale at once and the next run takes it over;
+    the file names the holder's PID for the message a second run prints."""
+    def __init__(self, target:str|Path, # the folder (or file) the lock guards
+                 wait:bool=False, # block until the holder finishes (else raise `TargetError` at once)
+                ):
+        self.target = Path(target); self.path = self.target.parent/f".{self.target.name}.lock"; self.wait, self.fd = wait, None
+    def _holder(self)->str:
+        try: return self.path.read_text().split()[0]
+        except (OSError, IndexError): return "?"
+    def acquire(self)->"TargetLock":
+        "Take the lock, or raise `TargetError` naming the live holder."
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            if fcntl is not None:
+                try: fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+                except BlockingIOError:
+                    os.close(fd)
+                    raise TargetError(f"{self.target}: another run (pid {self._holder()}) is writing it; "
+                                      "wait for it to finish or choose another --out") from None
+                try: same = os.stat(self.path).st_ino == os.fstat(fd).st_ino   # the file may have been released and removed meanwhile
+                except FileNotFoundError: same = False
+                if not same: os.close(fd); continue
+            else:   # no OS locks: the PID in the file decides whether the lock is stale
+                holder = self._holder()
+                if holder.isdigit() and int(holder) != os.getpid() and _pid_alive(int(holder)):
+                    os.close(fd)
+                    raise TargetError(f"{self.target}: another run (pid {holder}) is writing it; wait for it to finish or choose another --out")
+            os.ftruncate(fd, 0); os.write(fd, f"{os.getpid()} {platform.node()} {now_iso()}\n".encode()); os.fsync(fd)
+            self.fd = fd; return self
+    def release(self):
+        "Give the lock up and remove its file."
+        if self.fd is None: return
+        with contextlib.suppress(FileNotFoundError): os.unlink(self.path)
+        os.close(self.fd); self.fd = None
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
+
+MARKER = ".unlearnkit-results"   # written into every results folder the suite makes: {"owner": ...}
+
+def _owner_of(folder:Path)->str|None:
+    "Who made a results folder: the marker's owner, else the `name` of its metrics.json, else None."
+    for f, key in ((folder/MARKER, "owner"), (folder/"metrics.json", "name")):
+        try:
+            v = json.loads(f.read_text(encoding="utf-8"))
+            if isinstance(v, dict) and isinstance(v.get(key), str): return v[key]
+        except (OSError, ValueError, UnicodeDecodeError): continue
+    return None
+
+def check_target(final:str|Path, # the folder a run will publish
+                 owner:str, # who publishes it (a reproduction's name)
+                )->Path: # the path, resolved
+    """Raise `TargetError` unless `final` may be replaced by `owner`'s result: it does not exist yet, is an empty
+    folder, or is a folder `owner` made (its marker or metrics.json names `owner`). Anything else is left untouched."""
+    final = Path(final).expanduser()
+    res = final.resolve()
+    if res == Path(res.anchor) or res in (Path.cwd().resolve(), *Path.cwd().resolve().parents, Path.home().resolve()):
+        raise TargetError(f"{final}: refusing to use the current folder, one of its parents or the home folder as a results folder; name a new folder")
+    for par in res.parents:
+        if par.exists():
+            if not par.is_dir(): raise TargetError(f"{final}: {par} is a file, not a folder")
+            break
+    if not os.path.lexists(final): return res
+    if final.is_symlink() or not final.is_dir():
+        raise TargetError(f"{final} exists and is not a results folder (a file or link); remove it or choose another --out")
+    if not any(final.iterdir()): return res
+    got = _owner_of(final)
+    if got != owner:
+        what = "holds files the suite did not write" if got is None else f"holds results of {got!r}"
+        raise TargetError(f"{final} {what}; the runner only replaces a folder of {owner!r} results or an empty one: choose another --out")
+    return res
+
+class StagedDir:
+    """A folder written in a staging sibling (`.NAME.partial-PID-HEX`) and renamed onto its final path in one step
+    when complete, under a `TargetLock`: an interrupted writer never leaves a folder that looks complete. With an
+    `owner`, only a folder that owner made (or an empty one) is replaced, and the published folder is marked."""
+    def __init__(self, final:str|Path, # where the folder ends up
+                 owner:str|None=None, # who makes it (marker + replace rule); None: replace whatever is there (caches)
+                 wait:bool=False, # wait for another writer of the same path instead of failing
+                ):
+        self.final, self.owner = Path(final), owner
+        self.lock, self.tmp = TargetLock(self.final, wait=wait), None
+    def open(self)->Path:
+        "Check the target, take the lock, clear stale staging folders and make a fresh one."
+        if self.owner is not None: check_target(self.final, self.owner)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
+        try:
+            for stale in [*self.final.parent.glob(f".{self.final.name}.partial-*"), *self.final.parent.glob(f".{self.final.name}.old-*")]:
+                shutil.rmtree(stale, ignore_errors=True)   # we hold the lock: no live writer owns these
+            self.tmp = self.final.parent/f".{self.final.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            self.tmp.mkdir()
+            if self.owner is not None: write_json_atomic(self.tmp/MARKER, {"owner": self.owner})
+        except BaseException: self.lock.release(); raise
+        return self.tmp
+    def commit(self)->Path:
+        "Publish: move any earlier folder aside, rename the staged one into place, remove the old one, release the lock."
+        try:
+            if self.owner is not None: check_target(self.final, self.owner)
+            old = None
+            if os.path.lexists(self.final):
+                old = self.final.parent/f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"; os.replace(self.final, old)
+            os.replace(self.tmp, self.final)
+            if old is not None: shutil.rmtree(old, ignore_errors=True)
+            return self.final
+        finally: self.lock.release()
+    def abort(self):
+        "Remove the staged folder and release the lock; the final folder is untouched."
+        try:
+            if self.tmp is not None: shutil.rmtree(self.tmp, ignore_errors=True)
+        finally: self.lock.release()
+    def __enter__(self)->Path: return self.open()
+    def __exit__(self, typ, *rest):
+        if typ is None: self.commit()
+        else: self.abort()
+
 def atomic_dir(path:str|Path, # the folder that appears only when the block succeeds
-              ):
-    "Stage a folder: yield a temporary sibling, and rename it onto `path` only if the block finishes."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
-    old = None
-    if path.exists():
-        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None: shutil.rmtree(old, ignore_errors=True)
+               owner:str|None=None, # see `StagedDir`
+               wait:bool=True, # wait for a concurrent writer of the same folder
+              )->StagedDir:
+    "Stage a folder: `with atomic_dir(path) as tmp:` yields a staging sibling, renamed onto `path` only if the block finishes."
+    return StagedDir(path, owner=owner, wait=wait)
+
+# %% ../nbs/api/00_core.ipynb #f648df36
+class ParamError(ValueError):
+    "A parameter with a value it cannot take. The message names the parameter, what it got and what is allowed."
+
+def param_error(name:str, # the parameter
+                got, # the value it got
+                allowed:str, # what is allowed, in words
+               )->ParamError:
+    "The suite's one message for a bad parameter: `parameter 'n': got -1; allowed: an int >= 1`."
+    return ParamError(f"parameter {name!r}: got {got!r}; allowed: {allowed}")
+
+def need(ok, # the condition the value must meet
+         name:str, # the parameter
+         got, # the value it got
+         allowed:str, # what is allowed, in words
+        ):
+    "Raise `param_error(name, got, allowed)` unless `ok`."
+    if not ok: raise param_error(name, got, allowed)
+
+def _get(p, name):
+    if name not in p: raise ParamError(f"parameter {name!r}: missing")
+    return p[name]
+
+def _is_int(v): return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+def _is_num(v): return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                        and math.isfinite(float(v)))
+
+def _range_words(lo, hi, lo_open=False, hi_open=False):
+    parts = ([f"{'>' if lo_open else '>='} {lo}"] if lo is not None else []) + ([f"{'<' if hi_open else '<='} {hi}"] if hi is not None else [])
+    return " and ".join(parts)
+
+def _in_range(v, lo, hi, lo_open, hi_open):
+    return ((lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or (v < hi if hi_open else v <= hi)))
+
+def check_int(p:dict, name:str, lo:int|None=None, hi:int|None=None)->int:
+    "`p[name]` must be an int in [lo, hi]."
+    v = _get(p, name)
+    need(_is_int(v) and _in_range(v, lo, hi, False, False), name, v, " ".join(["an int", _range_words(lo, hi)]).strip())
+    return int(v)
+
+def check_float(p:dict, name:str, lo:float|None=None, hi:float|None=None, lo_open:bool=False, hi_open:bool=False)->float:
+    "`p[name]` must be a finite number in the range (ints are accepted)."
+    v = _get(p, name)
+    need(_is_num(v) and _in_range(float(v), lo, hi, lo_open, hi_open), name, v, " ".join(["a finite number", _range_words(lo, hi, lo_open, hi_open)]).strip())
+    return float(v)
+
+def check_bool(p:dict, name:str)->bool:
+    "`p[name]` must be True or False."
+    v = _get(p, name); need(isinstance(v, (bool, np.bool_)), name, v, "True or False"); return bool(v)
+
+def check_str(p:dict, name:str, nonempty:bool=True)->str:
+    "`p[name]` must be a string (non-empty unless `nonempty=False`)."
+    v = _get(p, name); need(isinstance(v, str) and (v.strip() or not nonempty), name, v, "a non-empty string" if nonempty else "a string")
+    return v
+
+def check_choice(p:dict, name:str, choices)->object:
+    "`p[name]` must be one of `choices`."
+    v = _get(p, name); choices = tuple(choices)
+    need(any(v == c and type(v) is type(c) for c in choices), name, v, f"one of {', '.join(map(repr, choices))}")
+    return v
+
+def check_list(p:dict, name:str, item:type|tuple=None, lo=None, hi=None, choices=None, min_len:int=1, max_len:int|None=None,
+               unique:bool=False, increasing:bool=False)->list:
+    "`p[name]` must be a list (a Python literal in settings.ini) of `item`s (int, float or str), within range or from `choices`."
+    v = _get(p, name)
+    kind = {int: "ints", float: "numbers", str: "strings"}.get(item, "values")
+    words = [f"a list of {min_len}{'' if max_len is None else f'..{max_len}'}{'+' if max_len is None else ''} {kind}"]
+    if choices is not None: words.append(f"from {', '.join(map(repr, choices))}")
+    if lo is not None or hi is not None: words.append(f"each {_range_words(lo, hi)}")
+    if unique: words.append("without repeats")
+    if increasing: words.append("in increasing order")
+    allowed = ", ".join(words)
+    ok_item = {int: _is_int, float: _is_num, str: lambda x: isinstance(x, str)}.get(item, lambda x: True)
+    need(isinstance(v, list) and min_len <= len(v) and (max_len is None or len(v) <= max_len), name, v, allowed)
+    need(all(ok_item(x) for x in v), name, v, allowed)
+    if choices is not None: need(all(x in choices for x in v), name, v, allowed)
+    if lo is not None or hi is not None: need(all(_in_range(x, lo, hi, False, False) for x in v), name, v, allowed)
+    if unique: need(len(set(v)) == len(v), name, v, allowed)
+    if increasing: need(all(a < b for a, b in zip(v, v[1:])), name, v, allowed)
+    return list(v)
+
+def check_dict(p:dict, name:str, keys=None, value:type=float, lo=None, hi=None, lo_open:bool=False)->dict:
+    "`p[name]` must be a dict (a Python literal) with keys from `keys` and finite numeric (or `value`-typed) values in range."
+    v = _get(p, name)
+    allowed = (f"a dict of {value.__name__} values" + (f" with keys from {', '.join(map(repr, keys))}" if keys is not None else "")
+               + (f", each {_range_words(lo, None, lo_open)}" if lo is not None else ""))
+    need(isinstance(v, dict) and v, name, v, allowed)
+    if keys is not None: need(all(k in keys for k in v), name, v, allowed)
+    ok = _is_num if value in (float, int) else (lambda x: isinstance(x, value))
+    need(all(ok(x) and (value is not int or _is_int(x)) for x in v.values()), name, v, allowed)
+    if lo is not None or hi is not None: need(all(_in_range(x, lo, hi, lo_open, False) for x in v.values()), name, v, allowed)
+    return dict(v)
 
 # %% ../nbs/api/00_core.ipynb #2ce2f969
 def cache_dir(*parts:str)->Path:
