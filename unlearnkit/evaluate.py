@@ -6,7 +6,7 @@ Docs: https://unlearnkit.github.io/unlearnkit/api/evaluate.html.md"""
 
 # %% ../nbs/api/04_evaluate.ipynb #243e95cc
 from __future__ import annotations
-import re
+import inspect, re
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 from .train import collate
 
 # %% auto #0
-__all__ = ['doc_start_id', 'token_logprobs', 'sequence_logprobs', 'text_nll', 'chat_prompt', 'generate', 'normalize_text',
-           'exact_match', 'rouge_l']
+__all__ = ['doc_start_id', 'token_logprobs', 'sequence_logprobs', 'text_nll', 'cache_kw', 'get_cache', 'chat_prompt', 'generate',
+           'normalize_text', 'exact_match', 'rouge_l']
 
 # %% ../nbs/api/04_evaluate.ipynb #a4659ab9
 def _pad_id(tok): return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
@@ -85,6 +85,16 @@ def text_nll(model, # a causal LM
             )->np.ndarray: # (n,) mean token negative log-likelihood of each text
     "Mean per-token NLL of each text (the first token is conditioned on the document-start token, `doc_start_id`)."
     return -sequence_logprobs(model, tok, [""]*len(texts), texts, batch_size=batch_size, reduce="mean", progress=progress)
+
+# %% ../nbs/api/04_evaluate.ipynb #38776060
+def cache_kw(model)->str:
+    "The forward() keyword of the KV cache: `cache` in recent transformers, `past_key_values` before."
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+def get_cache(out):
+    "The KV cache a forward pass returned (`out.cache` or `out.past_key_values`), or None."
+    c = out.get("cache", None)
+    return c if c is not None else out.get("past_key_values", None)
 
 # %% ../nbs/api/04_evaluate.ipynb #bb5ebe5c
 def chat_prompt(tok, # a tokenizer with a chat template

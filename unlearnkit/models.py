@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel,
                           LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast)
-from .core import atomic_dir, cache_dir, default_dtype, get_device, set_seed
+from .core import atomic_dir, cache_dir, default_dtype, get_device, seeded
 
 # %% auto #0
 __all__ = ['SMOLLM2_GGUF', 'SMOLLM2_HUB', 'OFFLINE_MODELS', 'smollm2_gguf_path', 'word_tokenizer', 'byte_tokenizer', 'tiny_lm',
@@ -101,14 +101,14 @@ def tiny_lm(arch:str="llama", # "llama" (RoPE, GQA) or "gpt2"
     ids = {}
     if tokenizer is not None:
         ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    set_seed(seed)
-    if arch == "llama":
-        cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=4*d_model,
-                          num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_kv_head,
-                          max_position_embeddings=max_len, tie_word_embeddings=True, **ids)
-        return LlamaForCausalLM(cfg)
-    cfg = GPT2Config(vocab_size=vocab_size, n_embd=d_model, n_layer=n_layer, n_head=n_head, n_positions=max_len, **ids)
-    return GPT2LMHeadModel(cfg)
+    with seeded(seed):   # the initial weights follow `seed`; the caller's generators are left as they were
+        if arch == "llama":
+            cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=4*d_model,
+                              num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_kv_head,
+                              max_position_embeddings=max_len, tie_word_embeddings=True, **ids)
+            return LlamaForCausalLM(cfg)
+        cfg = GPT2Config(vocab_size=vocab_size, n_embd=d_model, n_layer=n_layer, n_head=n_head, n_positions=max_len, **ids)
+        return GPT2LMHeadModel(cfg)
 
 # %% ../nbs/api/01_models.ipynb #f85a5909
 OFFLINE_MODELS = {
@@ -131,9 +131,19 @@ def load_lm(name_or_path:str, # an offline name (see `OFFLINE_MODELS`), a hub id
     finally:
         if bar: hf_logging.enable_progress_bar()
 
+_DTYPES = dict(float32=torch.float32, fp32=torch.float32, float16=torch.float16, fp16=torch.float16, half=torch.float16,
+               bfloat16=torch.bfloat16, bf16=torch.bfloat16, float64=torch.float64, fp64=torch.float64)
+
 def _load_lm(name_or_path, device, dtype, seed, **kwargs):
+    if not isinstance(name_or_path, (str, Path)) or not str(name_or_path).strip():
+        raise ValueError(f"load_lm needs a model: an offline name ({', '.join(OFFLINE_MODELS)}), a hub id or a local folder; got {name_or_path!r}")
+    name_or_path = str(name_or_path)
     dev = get_device(device)
-    if isinstance(dtype, str): dtype = getattr(torch, dtype)
+    if isinstance(dtype, str):
+        if dtype.removeprefix("torch.") not in _DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)} (or a torch.dtype), got {dtype!r}")
+        dtype = _DTYPES[dtype.removeprefix("torch.")]
+    if dtype is not None and not isinstance(dtype, torch.dtype): raise ValueError(f"dtype must be a torch.dtype or a name, got {dtype!r}")
     dtype = dtype or default_dtype(dev)
     key = name_or_path.lower() if isinstance(name_or_path, str) else name_or_path
     if key == "smollm2-135m":

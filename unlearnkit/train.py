@@ -14,12 +14,41 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import set_seed
+from .core import seeded
 
 # %% auto #0
-__all__ = ['lm_examples', 'collate', 'causal_lm_loss', 'sequence_nll', 'TrainState', 'TrainResult', 'at_steps', 'train']
+__all__ = ['pad_id', 'use_bos', 'encode_example', 'lm_examples', 'collate', 'causal_lm_loss', 'sequence_nll', 'TrainState',
+           'TrainResult', 'at_steps', 'steps_per_epoch', 'at_epochs', 'train']
 
 # %% ../nbs/api/03_train.ipynb #ab51a0eb
+def pad_id(tok)->int:
+    "The id padding uses: the tokenizer's pad token, else EOS, else 0."
+    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id if tok.eos_token_id is not None else 0)
+
+def use_bos(tok, # a Hugging Face tokenizer
+            add_bos:bool|None=None, # an explicit choice, or None for the tokenizer's own rule
+           )->bool:
+    "The suite's one BOS rule: prepend BOS when asked, or (by default) when the tokenizer does so itself and has one."
+    if add_bos is None: return bool(getattr(tok, "add_bos_token", False)) and tok.bos_token_id is not None
+    if add_bos and tok.bos_token_id is None: raise ValueError("add_bos=True but the tokenizer has no BOS token")
+    return bool(add_bos)
+
+def encode_example(tok, # a Hugging Face tokenizer
+                   prompt:str, # tokens the model sees but is not trained or scored on ("" for none)
+                   completion:str, # tokens the model is trained or scored on
+                   add_bos:bool|None=None, # prepend BOS (see `use_bos`)
+                   add_eos:bool=False, # append EOS to the completion
+                   max_len:int|None=None, # truncate longer examples (from the right)
+                  )->dict: # input_ids, labels (-100 on the prompt)
+    "Prompt and completion tokenized separately and concatenated, so the boundary between them is exact."
+    p = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+    c = tok(completion, add_special_tokens=False)["input_ids"]
+    if add_eos and tok.eos_token_id is not None: c = c + [tok.eos_token_id]
+    if use_bos(tok, add_bos): p = [tok.bos_token_id] + p
+    ids, labels = p + c, [-100]*len(p) + c
+    if max_len: ids, labels = ids[:max_len], labels[:max_len]
+    return dict(input_ids=ids, labels=labels)
+
 def lm_examples(tok, # a Hugging Face tokenizer
                 texts:list[str], # the texts to learn (the completions, when `prompts` is given)
                 prompts:list[str]|None=None, # optional prompts: tokens the model sees but is not trained on
@@ -30,17 +59,8 @@ def lm_examples(tok, # a Hugging Face tokenizer
     "Tokenize texts (and optional prompts) into training examples with labels masked on prompts."
     if prompts is not None and len(prompts) != len(texts):
         raise ValueError(f"prompts ({len(prompts)}) and texts ({len(texts)}) must have the same length")
-    if add_bos is None: add_bos = bool(getattr(tok, "add_bos_token", False)) and tok.bos_token_id is not None
-    out = []
-    for i, t in enumerate(texts):
-        p = tok(prompts[i], add_special_tokens=False)["input_ids"] if prompts is not None else []
-        c = tok(t, add_special_tokens=False)["input_ids"]
-        if add_eos and tok.eos_token_id is not None: c = c + [tok.eos_token_id]
-        if add_bos: p = [tok.bos_token_id] + p
-        ids, labels = p + c, [-100]*len(p) + c
-        if max_len: ids, labels = ids[:max_len], labels[:max_len]
-        out.append(dict(input_ids=ids, labels=labels))
-    return out
+    return [encode_example(tok, prompts[i] if prompts is not None else "", t, add_bos=add_bos, add_eos=add_eos, max_len=max_len)
+            for i, t in enumerate(texts)]
 
 def collate(examples:list[dict], # examples with `input_ids` and optional `labels` (lists of ints)
             pad_id:int=0, # the id padding uses
@@ -118,6 +138,23 @@ def at_steps(steps:Iterable[int], # the optimizer steps at which to call `fn` (0
         if state.step in steps: fn(state)
     return cb
 
+def steps_per_epoch(n_examples:int, # examples in the training set
+                    batch_size:int, # examples per micro-batch
+                    grad_accum:int=1, # micro-batches per optimizer step
+                   )->int:
+    "Optimizer steps in one pass over the examples (the last step of a pass may be short)."
+    return math.ceil(n_examples / (batch_size * grad_accum))
+
+def at_epochs(epochs:Iterable[int], # the epochs after which to call `fn` (0 = before training)
+              steps_per_epoch:int, # see `steps_per_epoch`
+              fn:Callable, # fn(state, epoch)
+             )->Callable:
+    "A callback that calls `fn(state, epoch)` at the epoch boundaries `epochs` (optimizer step epoch × steps_per_epoch)."
+    at = {int(e) * int(steps_per_epoch): int(e) for e in epochs}
+    def cb(state):
+        if state.step in at: fn(state, at[state.step])
+    return cb
+
 def _schedule(name, warmup, total):
     def f(step):
         if warmup and step < warmup: return (step + 1) / warmup
@@ -155,60 +192,60 @@ def train(model:torch.nn.Module, # the model to train (in place)
     "Train `model` on `examples` with `loss_fn`; returns the loss history and throughput."
     from accelerate import Accelerator
     if not len(examples): raise ValueError("examples is empty: nothing to train on")
-    if lr <= 0: raise ValueError(f"lr must be > 0, got {lr}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0): raise ValueError(f"lr must be a finite number > 0, got {lr}")
     if batch_size < 1 or grad_accum < 1: raise ValueError(f"batch_size and grad_accum must be >= 1, got {batch_size}, {grad_accum}")
     if optimizer not in ("adamw", "sgd"): raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
     steps_per_epoch = math.ceil(len(examples) / (batch_size * grad_accum))
     total = int(max_steps) if max_steps is not None else max(1, round(epochs * steps_per_epoch))
     if total < 1: raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     sched = _schedule(schedule, warmup_steps, total)
-    set_seed(seed)
-    if collate_fn is None:
-        pad = getattr(model.config, "pad_token_id", None)
-        pad = 0 if pad is None else (pad[0] if isinstance(pad, (list, tuple)) else pad)
-        collate_fn = lambda exs: collate(exs, pad_id=pad)
-    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-    if not params: raise ValueError("no trainable parameters")
-    if optimizer == "adamw":
-        # the fused kernel (as transformers.Trainer uses) where torch has one for these parameters
-        fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params)
-        try: opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, fused=fused or None)
-        except (RuntimeError, TypeError): opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
-    else: opt = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
-    lrs = torch.optim.lr_scheduler.LambdaLR(opt, sched)
-    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    model, opt = acc.prepare(model, opt)
-    rng = random.Random(seed)
-    order: list[int] = []
-    def next_batch():
-        nonlocal order
-        if len(order) < batch_size:
-            idx = list(range(len(examples)))
-            if shuffle: rng.shuffle(idx)
-            order = order + idx
-        take, order = order[:batch_size], order[batch_size:]
-        return {k: (v.to(acc.device) if isinstance(v, torch.Tensor) else v) for k, v in collate_fn([examples[i] for i in take]).items()}
-    state = TrainState(step=0, epoch=0, model=acc.unwrap_model(model))
-    for cb in callbacks: cb(state)
-    model.train(); tokens = 0; t0 = time.perf_counter(); seen = 0
-    bar = tqdm(range(total), desc=desc, disable=not progress, leave=False)
-    for step in bar:
-        running = 0.0
-        for _ in range(grad_accum):
-            batch = next_batch(); seen += len(batch["input_ids"])
-            if "attention_mask" in batch: tokens += int(batch["attention_mask"].sum())
-            loss = loss_fn(model, batch) / grad_accum
-            acc.backward(loss); running += loss.item()
-        if clip_grad: acc.clip_grad_norm_(params, clip_grad)
-        opt.step(); lrs.step(); opt.zero_grad(set_to_none=True)
-        state.step, state.epoch, state.loss = step + 1, seen / len(examples), running
-        state.history.append(dict(step=step + 1, epoch=round(state.epoch, 4), loss=running, lr=lrs.get_last_lr()[0]))
-        bar.set_postfix(loss=f"{running:.4f}")
-        if callbacks:
-            model.eval()
-            with torch.random.fork_rng(devices=[]):
-                for cb in callbacks: cb(state)
-            model.train()
-        if state.stop: break
-    bar.close(); model.eval()
-    return TrainResult(state.history, state.step, tokens, time.perf_counter() - t0)
+    with seeded(seed):   # dropout and any other draws follow `seed`; the caller's generators are left as they were
+        if collate_fn is None:
+            pad = getattr(model.config, "pad_token_id", None)
+            pad = 0 if pad is None else (pad[0] if isinstance(pad, (list, tuple)) else pad)
+            collate_fn = lambda exs: collate(exs, pad_id=pad)
+        params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+        if not params: raise ValueError("no trainable parameters")
+        if optimizer == "adamw":
+            # the fused kernel (as transformers.Trainer uses) where torch has one for these parameters
+            fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params)
+            try: opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, fused=fused or None)
+            except (RuntimeError, TypeError): opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
+        else: opt = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+        lrs = torch.optim.lr_scheduler.LambdaLR(opt, sched)
+        acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        model, opt = acc.prepare(model, opt)
+        rng = random.Random(seed)
+        order: list[int] = []
+        def next_batch():
+            nonlocal order
+            if len(order) < batch_size:
+                idx = list(range(len(examples)))
+                if shuffle: rng.shuffle(idx)
+                order = order + idx
+            take, order = order[:batch_size], order[batch_size:]
+            return {k: (v.to(acc.device) if isinstance(v, torch.Tensor) else v) for k, v in collate_fn([examples[i] for i in take]).items()}
+        state = TrainState(step=0, epoch=0, model=acc.unwrap_model(model))
+        for cb in callbacks: cb(state)
+        model.train(); tokens = 0; t0 = time.perf_counter(); seen = 0
+        bar = tqdm(range(total), desc=desc, disable=not progress, leave=False)
+        for step in bar:
+            running = 0.0
+            for _ in range(grad_accum):
+                batch = next_batch(); seen += len(batch["input_ids"])
+                if "attention_mask" in batch: tokens += int(batch["attention_mask"].sum())
+                loss = loss_fn(model, batch) / grad_accum
+                acc.backward(loss); running += loss.item()
+            if clip_grad: acc.clip_grad_norm_(params, clip_grad)
+            opt.step(); lrs.step(); opt.zero_grad(set_to_none=True)
+            state.step, state.epoch, state.loss = step + 1, seen / len(examples), running
+            state.history.append(dict(step=step + 1, epoch=round(state.epoch, 4), loss=running, lr=lrs.get_last_lr()[0]))
+            bar.set_postfix(loss=f"{running:.4f}")
+            if callbacks:
+                model.eval()
+                with torch.random.fork_rng(devices=[]):
+                    for cb in callbacks: cb(state)
+                model.train()
+            if state.stop: break
+        bar.close(); model.eval()
+        return TrainResult(state.history, state.step, tokens, time.perf_counter() - t0)
