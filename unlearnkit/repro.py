@@ -1,4 +1,4 @@
-"""Presets from `settings.ini`, the papermill runner, the `metrics.json` contract, claims tables and the `unlearnkit-repro` command line.
+"""Presets from `settings.ini`, parameters checked before any work, the papermill runner that replaces only what it made, the `metrics.json` contract, the suite report and the `unlearnkit-repro` command line.
 
 Docs: https://unlearnkit.github.io/unlearnkit/api/repro.html.md"""
 
@@ -6,19 +6,26 @@ Docs: https://unlearnkit.github.io/unlearnkit/api/repro.html.md"""
 
 # %% ../nbs/api/90_repro.ipynb #bee02111
 from __future__ import annotations
-import argparse, ast, configparser, glob, json, os, shutil, sys, time, uuid
+import argparse, ast, configparser, importlib, json, math, os, re, shutil, sys, time, traceback
 from pathlib import Path
 
-from .core import (Timer, atomic_dir, now_iso, provenance, read_json, results_root, set_seed,
-                             write_csv_atomic, write_json_atomic, write_text_atomic)
+from .core import (MARKER, ParamError, StagedDir, TargetError, Timer, check_int, check_target, device_name,
+                             now_iso, provenance, read_json, results_root, set_seed, write_csv_atomic, write_json_atomic,
+                             write_text_atomic)
+from .claims import check_claims, claim, claims_markdown, claims_summary, show_claims
 
 # %% auto #0
-__all__ = ['METRICS_KEYS', 'CLAIM_KEYS', 'reproductions_dir', 'settings_path', 'load_settings', 'list_reproductions',
-           'list_presets', 'ReproError', 'notebook_params', 'cast_param', 'resolve_params', 'claim', 'claims_markdown',
-           'show_claims', 'Run', 'start_run', 'check_metrics', 'run_reproduction', 'latest_results', 'suite_report',
+__all__ = ['RUNNER_PARAMS', 'PAPER_MODULES', 'METRICS_KEYS', 'ReproError', 'reproductions_dir', 'settings_path', 'load_settings',
+           'list_reproductions', 'list_presets', 'notebook_params', 'cast_param', 'paper_module', 'check_run_params',
+           'resolve_params', 'Run', 'start_run', 'check_metrics', 'run_reproduction', 'latest_results', 'suite_report',
            'main']
 
 # %% ../nbs/api/90_repro.ipynb #141f2ffd
+class ReproError(ValueError):
+    "A bad reproduction name, preset, parameter or file, or a failed run: the message says what and what is allowed."
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")   # reproduction and preset names: plain names, no paths
+
 def _repo_root()->Path:
     return Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd().parent.parent
 
@@ -26,26 +33,47 @@ def reproductions_dir()->Path:
     "The folder of reproduction notebooks."
     for p in (os.environ.get("UNLEARNKIT_REPRODUCTIONS"), Path.cwd()/"reproductions", _repo_root()/"reproductions"):
         if p and Path(p).is_dir(): return Path(p)
-    raise FileNotFoundError("no reproductions/ folder found: run from the repository root or set $UNLEARNKIT_REPRODUCTIONS")
+    raise ReproError("no reproductions/ folder found: run from the repository root or set $UNLEARNKIT_REPRODUCTIONS")
 
 def settings_path()->Path:
     "The presets file, `settings.ini`."
     for p in (os.environ.get("UNLEARNKIT_SETTINGS"), Path.cwd()/"settings.ini", _repo_root()/"settings.ini"):
         if p and Path(p).is_file(): return Path(p)
-    raise FileNotFoundError("no settings.ini found: run from the repository root or set $UNLEARNKIT_SETTINGS")
+    raise ReproError("no settings.ini found: run from the repository root or set $UNLEARNKIT_SETTINGS")
 
 def load_settings(path:str|Path|None=None)->configparser.ConfigParser:
-    "Read `settings.ini` (keys keep their case; no interpolation)."
+    "Read `settings.ini` (keys keep their case; no interpolation); a file that does not parse is one `ReproError` line."
+    path = Path(path or settings_path())
     cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#",))
     cp.optionxform = str
-    cp.read(path or settings_path(), encoding="utf-8")
+    try: text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise ReproError(f"{path}, line {line}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e: raise ReproError(f"{path}: cannot be read ({e.strerror})") from None
+    try: cp.read_string(text, source=str(path))
+    except (configparser.DuplicateSectionError, configparser.DuplicateOptionError) as e:
+        raise ReproError(f"{path}, line {e.lineno}: {e.message.split(': ', 1)[-1] if hasattr(e, 'message') else e}") from None
+    except configparser.MissingSectionHeaderError as e:
+        raise ReproError(f"{path}, line {e.lineno}: a key before any [section]: {e.line.strip()!r}") from None
+    except configparser.ParsingError as e:
+        ln, bad = e.errors[0]
+        try: bad = ast.literal_eval(bad)   # Python stores the line's repr
+        except (ValueError, SyntaxError): pass
+        raise ReproError(f"{path}, line {ln}: not a 'key = value' line: {bad.strip()!r}") from None
+    except configparser.Error as e: raise ReproError(f"{path}: {e}".splitlines()[0]) from None
+    for sec in cp.sections():
+        if "." in sec and not _NAME.match(sec.split(".", 1)[1]):
+            raise ReproError(f"{path}: section [{sec}]: a preset name must be a plain name (letters, digits, '_' and '-')")
     return cp
 
 def list_reproductions()->list[str]:
     "Names of the reproductions, in the suite's order (`[suite] order`), then any others alphabetically."
-    names = sorted(p.stem for p in reproductions_dir().glob("*.ipynb") if not p.name.startswith((".", "_")))
+    names = sorted(p.stem for p in reproductions_dir().glob("*.ipynb") if not p.name.startswith((".", "_")) and _NAME.match(p.stem))
     try: order = load_settings().get("suite", "order", fallback="").split()
-    except FileNotFoundError: order = []
+    except ReproError as e:
+        if "no settings.ini" in str(e): order = []
+        else: raise
     return [n for n in order if n in names] + [n for n in names if n not in order]
 
 def list_presets(name:str)->list[str]:
@@ -54,133 +82,146 @@ def list_presets(name:str)->list[str]:
     return list(dict.fromkeys(["smoke"] + [s.split(".", 1)[1] for s in cp.sections() if s.startswith(name + ".")]))
 
 # %% ../nbs/api/90_repro.ipynb #5ecfce59
-class ReproError(ValueError):
-    "A bad reproduction name, preset or parameter, or a failed run: the message says what and what is allowed."
+RUNNER_PARAMS = ("preset", "out_dir")   # set by the runner, never by a preset or -p
+PAPER_MODULES = dict(unlearning="unlearn")   # reproduction -> module, where the module's name differs
 
 def notebook_params(path:str|Path, # a notebook with a cell tagged `parameters`
                    )->dict: # name -> default value
-    "The parameters of a papermill notebook and their default values."
-    import nbformat
-    nb = nbformat.read(str(path), as_version=4)
-    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not cells: raise ReproError(f"{path} has no cell tagged 'parameters'")
+    "The parameters of a papermill notebook and their default values; a notebook or cell that does not parse is one `ReproError` line."
+    path = Path(path)
+    try: nb = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError: raise ReproError(f"{path}: not a notebook (not UTF-8 text)") from None
+    except json.JSONDecodeError as e: raise ReproError(f"{path}, line {e.lineno}: not a notebook (JSON: {e.msg})") from None
+    except OSError as e: raise ReproError(f"{path}: cannot be read ({e.strerror})") from None
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    if not isinstance(cells, list): raise ReproError(f"{path}: not a notebook (no list of cells)")
+    tagged = [c for c in cells if isinstance(c, dict) and c.get("cell_type") == "code"
+              and "parameters" in (c.get("metadata") or {}).get("tags", [])]
+    if not tagged: raise ReproError(f"{path}: no code cell is tagged 'parameters'")
+    src = tagged[0].get("source", ""); src = "".join(src) if isinstance(src, list) else src
+    try: body = ast.parse(src).body
+    except SyntaxError as e: raise ReproError(f"{path}, parameters cell line {e.lineno}: does not parse ({e.msg})") from None
     out = {}
-    for node in ast.parse(cells[0].source).body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for t in targets:
-                if isinstance(t, ast.Name): out[t.id] = ast.literal_eval(node.value)
+    for node in body:
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
+            raise ReproError(f"{path}, parameters cell line {node.lineno}: only 'name = literal' lines belong here")
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if not all(isinstance(t, ast.Name) for t in targets):
+            raise ReproError(f"{path}, parameters cell line {node.lineno}: only 'name = literal' lines belong here")
+        try: v = ast.literal_eval(node.value)
+        except (ValueError, SyntaxError, TypeError):
+            raise ReproError(f"{path}, parameters cell line {node.lineno}: {targets[0].id} is not a literal "
+                             f"({ast.get_source_segment(src, node.value)!r})") from None
+        for t in targets: out[t.id] = v
     return out
 
 _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+_TYPE_WORDS = {int: "an int", float: "a finite number", bool: "true or false", str: "a string", list: "a Python list literal",
+               dict: "a Python dict literal"}
 
 def cast_param(key:str, # the parameter's name (for the message)
-               value, # a string from settings.ini or the command line (other types pass through checks)
+               value, # a string from settings.ini or the command line (other types are type-checked)
                default, # the notebook's default: its type is the target type
               ):
-    "Cast a preset value to the type of the parameter's default, or raise `ReproError`."
+    "Cast a preset value to the type of the parameter's default, or raise `ReproError` in the suite's parameter format."
     want = type(default)
+    allowed = f"{_TYPE_WORDS.get(want, want.__name__)} like {default!r}"
+    bad = lambda: ReproError(f"parameter {key!r}: got {value!r}; allowed: {allowed}")
     if not isinstance(value, str):
-        if isinstance(value, want) or (want is float and isinstance(value, int) and not isinstance(value, bool)) or default is None: return value
-        raise ReproError(f"parameter {key!r} must be {want.__name__}, got {value!r}")
+        if default is None or (isinstance(value, want) and not (want is int and isinstance(value, bool))): return value
+        if want is float and isinstance(value, int) and not isinstance(value, bool): return float(value)
+        raise bad()
     v = value.strip()
     if want is str: return v[1:-1] if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"" else v
     if want is bool:
         if v.lower() in _TRUE: return True
         if v.lower() in _FALSE: return False
-        raise ReproError(f"parameter {key!r} must be a bool (true/false), got {value!r}")
+        raise bad()
     try: x = ast.literal_eval(v)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         if default is None: return v
-        raise ReproError(f"parameter {key!r} must be {want.__name__} like {default!r}, got {value!r}") from None
-    if default is None or isinstance(x, want) and not (want is int and isinstance(x, bool)): return x
-    if want is float and isinstance(x, int) and not isinstance(x, bool): return float(x)
-    if want in (list, tuple) and isinstance(x, (list, tuple)): return want(x)
-    raise ReproError(f"parameter {key!r} must be {want.__name__} like {default!r}, got {value!r}")
+        raise bad() from None
+    if default is None: return x
+    if isinstance(x, float) and not math.isfinite(x): raise bad()   # inf and nan never reach a run (or a JSON file)
+    if want is float and isinstance(x, (int, float)) and not isinstance(x, bool): return float(x)
+    if isinstance(x, want) and not (want is int and isinstance(x, bool)): return x
+    raise bad()
+
+def paper_module(name:str): # a reproduction's name
+    "The paper module of a reproduction (`unlearnkit.<name>`, or `PAPER_MODULES[name]`), or None when there is none."
+    mod = PAPER_MODULES.get(name, name)
+    try: return importlib.import_module(f"unlearnkit.{mod}")
+    except ModuleNotFoundError as e:
+        if e.name in (f"unlearnkit.{mod}",): return None
+        raise
+
+def check_run_params(name:str, # a reproduction's name
+                     params:dict, # its resolved parameters
+                    )->dict:
+    "The runner's own checks (seed) and the paper module's `check_params`, as one-line `ReproError`s."
+    try:
+        if "seed" in params: check_int(params, "seed", lo=0)
+        mod = paper_module(name)
+        fn = getattr(mod, "check_params", None) if mod is not None else None
+        if fn is not None: fn(dict(params))
+    except ParamError as e: raise ReproError(f"{name}: {e}") from None
+    except ValueError as e:   # paper checks raise ValueError subclasses; keep the message, drop the traceback
+        raise ReproError(f"{name}: {e}".splitlines()[0]) from None
+    return params
 
 def resolve_params(name:str, # a reproduction's name
                    preset:str="smoke", # a preset of it
-                   overrides:dict|None=None, # key -> value (strings are cast), applied last
+                   overrides:dict|list|None=None, # key -> value, or (key, value) pairs (strings are cast); applied last
+                   check:bool=True, # run the paper module's `check_params` too
                   )->dict: # every parameter with its resolved value
-    "The full parameter set of a reproduction for a preset, checked and cast."
+    "The full parameter set of a reproduction for a preset: cast, then checked."
+    if not _NAME.match(name or ""): raise ReproError(f"a reproduction name is a plain name, got {name!r}")
     names = list_reproductions()
     if name not in names: raise ReproError(f"unknown reproduction {name!r}; choose from: {', '.join(names)}")
+    if not _NAME.match(preset or ""): raise ReproError(f"a preset name is a plain name (letters, digits, '_' and '-'), got {preset!r}")
     presets = list_presets(name)
     if preset not in presets: raise ReproError(f"unknown preset {preset!r} for {name}; choose from: {', '.join(presets)}")
+    pairs = list(overrides.items()) if isinstance(overrides, dict) else list(overrides or [])
+    seen = set()
+    for k, _ in pairs:
+        if k in seen: raise ReproError(f"parameter {k!r} is given twice on the command line")
+        seen.add(k)
+        if k in RUNNER_PARAMS: raise ReproError(f"parameter {k!r} is set by the runner: use --{'preset' if k == 'preset' else 'out'} instead of -p")
     defaults = notebook_params(reproductions_dir()/f"{name}.ipynb")
     cp = load_settings(); sec = f"{name}.{preset}"
-    given = dict(cp.items(sec)) if cp.has_section(sec) else {}
-    given = {k: v for k, v in given.items() if k not in cp.defaults()}
+    given = [(k, v) for k, v in (cp.items(sec) if cp.has_section(sec) else []) if k not in cp.defaults()]
     out = dict(defaults)
-    for src, kv in (("settings.ini", given), ("the command line", overrides or {})):
-        for k, v in kv.items():
+    for src, kv in ((f"settings.ini [{sec}]", given), ("the command line", pairs)):
+        for k, v in kv:
             if k not in defaults:
                 raise ReproError(f"unknown parameter {k!r} for {name} (from {src}); parameters: {', '.join(defaults)}")
+            if src != "the command line" and k in RUNNER_PARAMS: raise ReproError(f"{src}: {k!r} is set by the runner, not by a preset")
             out[k] = cast_param(k, v, defaults[k])
     if "preset" in defaults: out["preset"] = preset
-    return out
+    return check_run_params(name, out) if check else out
 
 # %% ../nbs/api/90_repro.ipynb #36ed0ddf
 METRICS_KEYS = ("name", "preset", "params", "provenance", "metrics", "claims")
-CLAIM_KEYS = ("id", "claim", "source", "paper", "run", "held")
-
-def claim(id:str, # a short identifier, e.g. "in_context_above_chance"
-          claim:str, # the paper's qualitative claim, in one sentence
-          source:str, # where the paper says it: table or figure (e.g. "Pink et al. 2024, Fig. 3")
-          paper=None, # the paper's comparable number(s), or None
-          run=None, # this run's number(s), or None
-          held:bool|None=None, # True/False as measured; None when this preset cannot test it
-         )->dict:
-    "One row of a paper-vs-this-run claims table."
-    if held not in (True, False, None): raise ValueError(f"held must be True, False or None, got {held!r}")
-    if not (id and claim and source): raise ValueError("claim needs an id, the claim's text and its source")
-    return dict(id=id, claim=claim, source=source, paper=paper, run=run, held=None if held is None else bool(held))
-
-def _fmt(v):
-    if v is None: return "—"
-    if isinstance(v, float): return f"{v:.3g}"
-    if isinstance(v, dict): return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
-    if isinstance(v, (list, tuple)): return ", ".join(_fmt(x) for x in v)
-    return str(v)
-
-_HELD = {True: "✅ held", False: "❌ did not hold", None: "— not tested"}
-
-def claims_markdown(claims:list[dict])->str:
-    "A Markdown table of claims: claim, source, paper, this run, held."
-    rows = ["| claim | source | paper | this run | held? |", "|---|---|---|---|---|"]
-    for c in claims:
-        rows.append("| " + " | ".join(str(x).replace("|", "\\|") for x in
-                    (c["claim"], c["source"], _fmt(c["paper"]), _fmt(c["run"]), _HELD[c["held"]])) + " |")
-    return "\n".join(rows)
-
-def show_claims(claims:list[dict]):
-    "Display the claims table in a notebook (plain text elsewhere)."
-    md = claims_markdown(claims)
-    try:
-        from IPython.display import Markdown, display
-        display(Markdown(md))
-    except ImportError: print(md)
-    return None
+_ACTIVE = {}   # target folder -> the unfinished Run of this process that stages it
 
 class Run:
     "A reproduction run in progress: its folder, parameters and timer. Made by `start_run`."
-    def __init__(self, name, params, preset, out_dir, seed):
+    def __init__(self, name:str, params:dict, preset:str="smoke", out_dir:str|Path="", seed:int=0):
         self.name, self.params, self.preset, self.seed = name, dict(params), preset, seed
-        self.started, self._t0, self.finished = now_iso(), time.perf_counter(), False
-        if out_dir:
-            self.final, self.dir = None, Path(out_dir)
+        self.started, self._t0, self.finished, self.stage = now_iso(), time.perf_counter(), False, None
+        if out_dir:   # the runner's staging folder (or a folder the caller owns)
+            self.dir = Path(out_dir); check_target(self.dir, name)
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir/"metrics.json").unlink(missing_ok=True)   # a stale complete-looking result must go first
         else:
-            self.final = results_root()/name/preset
-            self.final.parent.mkdir(parents=True, exist_ok=True)
-            self.dir = self.final.parent/f".{preset}.partial-{uuid.uuid4().hex[:8]}"
-            self.dir.mkdir()
+            final = (results_root()/name/preset).resolve()
+            if final in _ACTIVE: _ACTIVE.pop(final).abort()   # the same notebook started again in this kernel
+            self.stage = StagedDir(final, owner=name); self.dir = self.stage.open(); _ACTIVE[final] = self
     @property
     def elapsed(self)->float: return time.perf_counter() - self._t0
     def path(self, fname:str)->Path: return self.dir/fname
-    def savefig(self, fig, stem:str, show:bool=True)->Path:
-        "Save a figure as `stem.png` in the run folder (and keep it displayed in the notebook)."
+    def savefig(self, fig, stem:str, show:bool=True):
+        "Save a figure as `stem.png` in the run folder (and show the saved PNG in the notebook)."
         from unlearnkit.plots import savefig
         p = savefig(fig, self.dir/stem)
         if show:   # show the saved PNG itself, so the figure reaches the notebook whatever the matplotlib backend
@@ -188,126 +229,208 @@ class Run:
                 from IPython.display import Image, display; display(Image(filename=str(p)))
                 import matplotlib.pyplot as plt; plt.close(fig)
             except ImportError: pass
-        return p
-    def save_table(self, rows, stem:str)->Path:
+    def save_table(self, rows, stem:str):
         "Save rows (list of dicts or a DataFrame) as `stem.csv` in the run folder."
-        return write_csv_atomic(self.dir/f"{stem}.csv", rows)
+        write_csv_atomic(self.dir/f"{stem}.csv", rows)
+    def save_items(self, rows, stem:str="items"):
+        "Save the per-item scores of the run (one row per scored item) as `stem.csv`: the raw material behind every aggregate."
+        if not len(rows): raise ValueError("save_items needs at least one row")
+        write_csv_atomic(self.dir/f"{stem}.csv", rows)
+    def abort(self):
+        "Give up: remove the staged folder (a folder staged by the runner is the runner's to remove)."
+        if self.stage is not None and not self.finished:
+            self.stage.abort(); _ACTIVE.pop(self.stage.final, None)
     def finish(self, metrics:dict, claims:list[dict])->Path:
-        "Write metrics.json (last, atomically) and, for a staged run, move the folder into place."
-        for c in claims:
-            missing = [k for k in CLAIM_KEYS if k not in c]
-            if missing: raise ValueError(f"claim {c.get('id')!r} lacks {missing}: build claims with `claim(...)`")
+        "Check the claims, write metrics.json (last, atomically) and, for a run staged here, move the folder into place."
+        check_claims(claims)
         prov = provenance(seed=self.seed, started=self.started, wall_s=self.elapsed)
         doc = dict(name=self.name, preset=self.preset, params=self.params, provenance=prov, metrics=metrics, claims=claims)
         write_json_atomic(self.dir/"metrics.json", doc)
         out = self.dir
-        if self.final is not None:
-            old = None
-            if self.final.exists():
-                old = self.final.parent/f".{self.preset}.old-{uuid.uuid4().hex[:8]}"; os.replace(self.final, old)
-            os.replace(self.dir, self.final); out = self.final
-            if old is not None: shutil.rmtree(old, ignore_errors=True)
+        if self.stage is not None: out = self.stage.commit(); _ACTIVE.pop(self.stage.final, None)
         self.finished = True
-        print(f"{self.name}/{self.preset}: finished in {prov['wall_s']:.0f} s -> {out/'metrics.json'}")
+        s = claims_summary(claims)
+        print(f"{self.name}/{self.preset}: finished in {prov['wall_s']:.0f} s; claims: {s['held']} held, "
+              f"{s['not_held']} did not hold, {s['not_settled']} not settled")
         return out/"metrics.json"
-    def __repr__(self): return f"Run({self.name}/{self.preset}, dir={self.dir})"
+    def __repr__(self): return f"Run({self.name}/{self.preset})"
 
-def start_run(name:str, # the reproduction's name
-              params:dict, # every parameter of the notebook, resolved
-              preset:str="smoke", # the preset being run
-              out_dir:str="", # where results go; "" stages into results/NAME/PRESET
-              seed:int=0, # the run's seed (set here for random, NumPy and torch)
+def _short(v, width=60):
+    r = repr(v); return r if len(r) <= width else r[:width - 1] + "…"
+
+def start_run(name:str, # the reproduction's name (its notebook is reproductions/NAME.ipynb)
+              ns:dict, # the notebook's namespace, `globals()`: the parameter values are read from it
               show:bool=True, # print the resolved configuration
              )->Run:
-    "Start a reproduction run: seed everything, print the resolved config, open the results folder."
+    "Start a reproduction run from its parameters cell: check, seed, print the configuration, open the results folder."
+    names = notebook_params(reproductions_dir()/f"{name}.ipynb")
+    missing = [k for k in names if k not in ns]
+    if missing: raise ReproError(f"{name}: parameters {missing} are not defined: run the parameters cell first")
+    params = {k: ns[k] for k in names}
+    check_run_params(name, params)
+    preset, out_dir, seed = params.get("preset", "smoke"), params.get("out_dir", ""), params.get("seed", 0)
     set_seed(seed)
-    run = Run(name, params, preset, out_dir, seed)
+    run = Run(name, {k: v for k, v in params.items() if k not in (*RUNNER_PARAMS, "seed")}, preset, out_dir, seed)
     if show:
-        from unlearnkit.core import device_name
         print(f"{name} · preset {preset} · seed {seed} · {device_name()}")
-        for k, v in params.items(): print(f"  {k} = {v!r}")
+        items = [f"{k} = {_short(v, 38)}" for k, v in run.params.items()]
+        w = max(map(len, items)) + 2 if items else 0
+        per = max(1, 110 // max(w, 1))
+        for i in range(0, len(items), per): print("  " + "".join(s.ljust(w) for s in items[i:i + per]).rstrip())
     return run
 
 # %% ../nbs/api/90_repro.ipynb #b73c6b24
-def check_metrics(m:dict, # a parsed metrics.json
+def check_metrics(m, # a parsed metrics.json
                   name:str|None=None, # expected reproduction name
                   preset:str|None=None, # expected preset
                  )->dict:
     "Check a metrics.json document against the schema; raise `ReproError` on the first problem."
+    if not isinstance(m, dict): raise ReproError(f"metrics.json holds a {type(m).__name__}, not an object")
     missing = [k for k in METRICS_KEYS if k not in m]
     if missing: raise ReproError(f"metrics.json lacks {missing}")
+    for k, typ in (("name", str), ("preset", str), ("params", dict), ("provenance", dict), ("metrics", dict), ("claims", list)):
+        if not isinstance(m[k], typ): raise ReproError(f"metrics.json: {k!r} is a {type(m[k]).__name__}, not a {typ.__name__}")
     if name and m["name"] != name: raise ReproError(f"metrics.json is for {m['name']!r}, not {name!r}")
     if preset and m["preset"] != preset: raise ReproError(f"metrics.json is for preset {m['preset']!r}, not {preset!r}")
     for k in ("git_sha", "versions", "device", "seed", "started", "wall_s"):
         if k not in m["provenance"]: raise ReproError(f"metrics.json provenance lacks {k!r}")
-    if not isinstance(m["claims"], list) or not m["claims"]: raise ReproError("metrics.json has no claims")
-    for c in m["claims"]:
-        if tuple(k for k in CLAIM_KEYS if k in c) != CLAIM_KEYS: raise ReproError(f"claim {c.get('id')!r} lacks keys of {CLAIM_KEYS}")
-        if c["held"] not in (True, False, None): raise ReproError(f"claim {c['id']!r}: held must be true, false or null")
+    w = m["provenance"]["wall_s"]
+    if w is not None and not (isinstance(w, (int, float)) and not isinstance(w, bool)): raise ReproError("metrics.json: provenance wall_s is not a number")
+    try: check_claims(m["claims"], need_run=False)
+    except ValueError as e: raise ReproError(f"metrics.json: {e}") from None
     return m
+
+def _ipc_kernel_manager(sock_dir:Path):
+    "A kernel manager that talks to the kernel over IPC sockets in `sock_dir` (no TCP ports, no unencrypted-TCP warning)."
+    from jupyter_client.manager import AsyncKernelManager
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            kw.setdefault("transport", "ipc"); kw.setdefault("ip", str(sock_dir/"kernel")); super().__init__(**kw)
+    return IPCKernelManager
+
+def _heading(src:str)->str|None:
+    for line in src.splitlines():
+        if line.startswith("#"): return line.lstrip("#").strip()
+    return None
+
+class _Progress:
+    "Prints the section a run is in (its markdown headings) with the elapsed time, one line per section."
+    def __init__(self, name, cells, out=sys.stdout):
+        self.name, self.out, self.t0, self.last = name, out, time.perf_counter(), None
+        self.n_code = sum(c.cell_type == "code" for c in cells); self.seen = 0; self.section = None
+    def __call__(self, cell, cell_index):
+        if cell.cell_type == "markdown":
+            h = _heading(cell.source)
+            if h: self.section = h
+            return
+        self.seen += 1
+        if self.section and self.section != self.last:
+            t = time.perf_counter() - self.t0
+            print(f"  {self.name} {int(t // 60):02d}:{int(t % 60):02d}  {self.section}  (cell {self.seen}/{self.n_code})", file=self.out, flush=True)
+            self.last = self.section
+
+def _failed_cell(nb_path:Path, src_nb:Path)->str:
+    "Which source cell failed: its number in the source notebook (1-based, every cell counted) and its first line."
+    import nbformat
+    try: ex, src = nbformat.read(str(nb_path), as_version=4), nbformat.read(str(src_nb), as_version=4)
+    except Exception: return "an unknown cell"
+    where = {c.get("id"): i for i, c in enumerate(src.cells)}   # papermill keeps cell ids; its own cells are new
+    for c in ex.cells:
+        if c.cell_type == "code" and any(o.get("output_type") == "error" for o in c.get("outputs", [])):
+            i = where.get(c.get("id"))
+            if i is None: continue
+            first = next((l for l in src.cells[i].source.splitlines() if l.strip()), "")
+            return f"cell {i + 1} of {src_nb.name} ({first.strip()[:70]!r})"
+    return "an unknown cell"
 
 def run_reproduction(name:str, # a reproduction's name (see `list_reproductions()`)
                      preset:str="smoke", # a preset from settings.ini
                      out:str|Path|None=None, # the final results folder (default results/NAME/PRESET)
-                     overrides:dict|None=None, # parameter overrides (strings are cast)
-                     progress:bool=False, # papermill's cell progress bar
-                     log_output:bool=False, # stream the notebook's output
+                     overrides:dict|list|None=None, # parameter overrides (strings are cast)
+                     progress:bool=True, # print a line as the run enters each section of the notebook
+                     log_output:bool=False, # stream the notebook's own output
                     )->Path: # the results folder
     "Execute a reproduction notebook with papermill into a staged folder and move it into place when complete."
-    import papermill as pm
+    import nbformat, papermill as pm, tempfile
     params = resolve_params(name, preset, overrides)
-    final = Path(out) if out else results_root()/name/preset
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{final.name}.partial-*"): shutil.rmtree(stale, ignore_errors=True)
-    nb = reproductions_dir()/f"{name}.ipynb"
-    with atomic_dir(final) as tmp:
+    final = Path(out).expanduser() if out else results_root()/name/preset
+    src_nb = reproductions_dir()/f"{name}.ipynb"
+    stage = StagedDir(final, owner=name)
+    tmp = stage.open()
+    try:
         params["out_dir"] = str(tmp.resolve())
+        hooks = dict(on_cell_start=_Progress(name, nbformat.read(str(src_nb), as_version=4).cells)) if progress else {}
         try:
-            pm.execute_notebook(str(nb), str(tmp/f"{name}.ipynb"), parameters=params, cwd=str(reproductions_dir().parent),
-                                progress_bar=progress, log_output=log_output, kernel_name="python3")
+            with tempfile.TemporaryDirectory(prefix="unlearnkit-kernel-") as socks:
+                pm.execute_notebook(str(src_nb), str(tmp/f"{name}.ipynb"), parameters=params, cwd=str(reproductions_dir().parent),
+                                    progress_bar=False, log_output=log_output, kernel_name="python3",
+                                    kernel_manager_class=_ipc_kernel_manager(Path(socks)), **hooks)
         except pm.PapermillExecutionError as e:
-            raise ReproError(f"{name}/{preset} failed in cell {e.exec_count}: {e.ename}: {e.evalue}") from None
+            where = _failed_cell(tmp/f"{name}.ipynb", src_nb)
+            kept = final.parent/f"{final.name}.failed.ipynb"
+            try: shutil.copyfile(tmp/f"{name}.ipynb", kept); note = f"; the executed notebook is kept at {kept}"
+            except OSError: note = ""
+            raise ReproError(f"{name}/{preset} failed in {where}: {e.ename}: {str(e.evalue).splitlines()[0] if e.evalue else ''}{note}") from None
         if not (tmp/"metrics.json").exists(): raise ReproError(f"{name}/{preset} finished without writing metrics.json (call run.finish)")
-        check_metrics(read_json(tmp/"metrics.json"), name, preset)
-    return final
+        try: check_metrics(read_json(tmp/"metrics.json"), name, preset)
+        except (ValueError, OSError) as e: raise ReproError(f"{name}/{preset} wrote a bad metrics.json: {e}") from None
+    except BaseException:
+        stage.abort(); raise
+    (final.parent/f"{final.name}.failed.ipynb").unlink(missing_ok=True)
+    return stage.commit()
 
 # %% ../nbs/api/90_repro.ipynb #d82de895
-def latest_results(root:str|Path|None=None)->list[dict]:
-    "Every complete metrics.json under the results folder (one per reproduction and preset)."
+def _warn(msg): print(f"unlearnkit-repro: warning: {msg}", file=sys.stderr)
+
+def latest_results(root:str|Path|None=None, # the results folder
+                   warn=_warn, # called with one line for every file that is skipped
+                  )->list[dict]:
+    "Every complete metrics.json under the results folder (one per reproduction and preset), bad files skipped with a warning."
     root = Path(root or results_root())
     out = []
     for f in sorted(root.glob("*/*/metrics.json")):
-        if f.parent.name.startswith("."): continue
-        try: out.append(check_metrics(read_json(f)))
-        except (ReproError, json.JSONDecodeError): continue
+        if any(part.startswith(".") for part in f.relative_to(root).parts[:-1]): continue
+        try:
+            if not f.is_file(): raise ReproError("not a file")
+            out.append(check_metrics(json.loads(f.read_bytes().decode("utf-8"))))
+        except UnicodeDecodeError: warn(f"skipped {f}: not UTF-8 text")
+        except json.JSONDecodeError as e: warn(f"skipped {f}: not JSON (line {e.lineno}: {e.msg}), perhaps truncated")
+        except ReproError as e: warn(f"skipped {f}: {e}")
+        except OSError as e: warn(f"skipped {f}: cannot be read ({e.strerror})")
     order = {n: i for i, n in enumerate(_suite_order())}
     return sorted(out, key=lambda m: (order.get(m["name"], 99), m["name"], m["preset"]))
 
 def _suite_order():
     try: return load_settings().get("suite", "order", fallback="").split()
-    except FileNotFoundError: return []
+    except ReproError: return []
 
 def suite_report(root:str|Path|None=None, # the results folder
                  write:bool=True, # also write REPORT.md into the results folder
                 )->str:
     "A Markdown report of every reproduction's claims, paper vs this run."
+    root = Path(root or results_root())
     res = latest_results(root)
     lines = ["# unlearnkit: paper vs this run", ""]
     if not res: lines.append("No complete results yet: run `unlearnkit-repro run --all`.")
-    held = sum(c["held"] is True for m in res for c in m["claims"]); tested = sum(c["held"] is not None for m in res for c in m["claims"])
-    if res: lines += [f"{held} of {tested} tested claims held ({sum(len(m['claims']) for m in res) - tested} not testable at these presets).", ""]
+    s = claims_summary([c for m in res for c in m["claims"]])
+    if res: lines += [f"{s['held']} claims held, {s['not_held']} did not hold, {s['not_settled']} were not settled "
+                      f"by these runs ({len(res)} results).", ""]
     for m in res:
         p = m["provenance"]
+        wall = f"{p['wall_s']:.0f} s" if isinstance(p.get("wall_s"), (int, float)) else "? s"
         lines += [f"## {m['name']} · {m['preset']}", "",
-                  f"{p['device']} · {p['wall_s']:.0f} s · seed {p['seed']} · commit {p['git_sha'] or 'unknown'} · {p['started']}", "",
+                  f"{p.get('device')} · {wall} · seed {p.get('seed')} · commit {p.get('git_sha') or 'unknown'} · {p.get('started')}", "",
                   claims_markdown(m["claims"]), ""]
     md = "\n".join(lines)
-    if write and res: write_text_atomic(Path(root or results_root())/"REPORT.md", md + "\n")
+    if write and res:
+        try: write_text_atomic(root/"REPORT.md", md + "\n")
+        except OSError as e: raise ReproError(f"{root/'REPORT.md'}: cannot be written ({e.strerror}); use a writable --results folder") from None
     return md
 
 # %% ../nbs/api/90_repro.ipynb #00e3a5e5
 def _parser():
     ap = argparse.ArgumentParser(prog="unlearnkit-repro", description="Run unlearnkit's paper reproductions.")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="reproductions and their presets")
     r = sub.add_parser("run", help="run one reproduction, or --all")
@@ -317,41 +440,65 @@ def _parser():
     r.add_argument("--out", default=None, help="results folder (default results/NAME/PRESET; with --all, a root folder)")
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[], help="override a parameter")
     r.add_argument("--dry-run", action="store_true", help="print the resolved parameters and stop")
-    r.add_argument("--progress", action="store_true", help="show papermill's cell progress and the notebook's output")
+    r.add_argument("--quiet", action="store_true", help="no per-section progress lines")
+    r.add_argument("--log-output", action="store_true", help="stream the notebook's own output")
+    r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks instead of one-line errors")
     rep = sub.add_parser("report", help="the claims of the latest results as Markdown")
     rep.add_argument("--results", default=None, help="results folder (default results/)")
+    rep.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks instead of one-line errors")
     return ap
 
 def _fail(msg):
     print(f"unlearnkit-repro: error: {msg}", file=sys.stderr); return 2
 
+def _summary(rows)->str:
+    "The one-screen summary of a `run --all`."
+    lines = [f"{'reproduction':14s}{'wall':>8s}  {'held':>4s} {'not held':>8s} {'not settled':>11s}  status"]
+    for r in rows:
+        s = r.get("claims") or {}
+        lines.append(f"{r['name']:14s}{r['wall_s']:7.0f}s  {s.get('held', '-')!s:>4s} {s.get('not_held', '-')!s:>8s} "
+                     f"{s.get('not_settled', '-')!s:>11s}  {r['status']}")
+    lines.append(f"{'total':14s}{sum(r['wall_s'] for r in rows):7.0f}s")
+    return "\n".join(lines)
+
 def main(argv:list[str]|None=None)->int:
     "Entry point of `unlearnkit-repro`."
     args = _parser().parse_args(argv)
-    try:
-        if args.cmd == "list":
-            for n in list_reproductions(): print(f"{n:12s} presets: {', '.join(list_presets(n))}")
-            return 0
-        if args.cmd == "report":
-            print(suite_report(args.results)); return 0
-        if args.all == bool(args.name): return _fail("give a reproduction name or --all (not both)")
-        names = list_reproductions() if args.all else [args.name]
-        overrides = dict(args.param)
-        if args.all and overrides: return _fail("-p overrides apply to one reproduction; drop --all")
-        for n in names: resolve_params(n, args.preset, overrides)   # every name, preset and parameter checked first
-        if args.dry_run:
-            for n in names: print(json.dumps({"name": n, "preset": args.preset, "params": resolve_params(n, args.preset, overrides)}))
-            return 0
-        failed = []
-        for n in names:
-            out = (Path(args.out)/n/args.preset if args.all else Path(args.out)) if args.out else None
-            print(f"running {n} ({args.preset}) ...", flush=True)
-            with Timer() as t:
-                try: res = run_reproduction(n, args.preset, out, overrides, progress=args.progress, log_output=args.progress)
-                except ReproError as e:
-                    print(f"unlearnkit-repro: error: {e}", file=sys.stderr); failed.append(n); continue
-            print(f"  {n}: done in {t.s:.0f} s -> {res}", flush=True)
-        if failed: return _fail(f"failed: {', '.join(failed)}") if len(names) > 1 else 1
+    try: return _main(args)
+    except (ReproError, TargetError, ParamError) as e:
+        if args.debug: raise
+        return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except KeyboardInterrupt:
+        print("unlearnkit-repro: interrupted; the previous results are untouched", file=sys.stderr); return 130
+
+def _main(args)->int:
+    if args.cmd == "list":
+        for n in list_reproductions(): print(f"{n:12s} presets: {', '.join(list_presets(n))}")
         return 0
-    except (ReproError, FileNotFoundError) as e:
-        return _fail(str(e))
+    if args.cmd == "report":
+        print(suite_report(args.results)); return 0
+    if args.all == bool(args.name): return _fail("give a reproduction name or --all (not both)")
+    names = list_reproductions() if args.all else [args.name]
+    if args.all and args.param: return _fail("-p overrides apply to one reproduction; drop --all")
+    resolved = {n: resolve_params(n, args.preset, args.param) for n in names}   # every name, preset and value checked first
+    outs = {n: (Path(args.out)/n/args.preset if args.all else Path(args.out)) if args.out else results_root()/n/args.preset for n in names}
+    for n in names: check_target(outs[n], n)
+    if args.dry_run:
+        for n in names: print(json.dumps({"name": n, "preset": args.preset, "out": str(outs[n]), "params": resolved[n]}))
+        return 0
+    rows, codes = [], {}
+    for n in names:
+        print(f"running {n} ({args.preset}) -> {outs[n]}", flush=True)
+        with Timer() as t:
+            try: res = run_reproduction(n, args.preset, outs[n], args.param, progress=not args.quiet, log_output=args.log_output)
+            except (ReproError, TargetError) as e:
+                if getattr(args, "debug", False): raise
+                print(f"unlearnkit-repro: error: {e}", file=sys.stderr)
+                codes[n] = 2 if isinstance(e, TargetError) else 1   # 2: refused before running; 1: the notebook failed
+                rows.append(dict(name=n, wall_s=t.elapsed, status="refused" if codes[n] == 2 else "failed")); continue
+        claims = read_json(res/"metrics.json")["claims"]
+        rows.append(dict(name=n, wall_s=t.s, claims=claims_summary(claims), status="ok"))
+        print(f"  {n}: done in {t.s:.0f} s -> {res}", flush=True)
+    if len(names) > 1: print("\n" + _summary(rows))
+    if codes: return _fail(f"failed: {', '.join(codes)}") if len(names) > 1 else max(codes.values())
+    return 0
