@@ -179,6 +179,7 @@ def train(model:torch.nn.Module, # the model to train (in place)
           weight_decay:float=0.0, # AdamW weight decay
           optimizer:str="adamw", # "adamw" or "sgd"
           betas:tuple=(0.9, 0.999), # AdamW betas
+          fused:bool|None=None, # AdamW's fused kernel: None uses it where torch has one for the parameters
           clip_grad:float|None=1.0, # max gradient norm (None: no clipping)
           params:Iterable|None=None, # parameters to train (default: every parameter with requires_grad)
           shuffle:bool=True, # reshuffle examples every epoch
@@ -208,7 +209,8 @@ def train(model:torch.nn.Module, # the model to train (in place)
         if not params: raise ValueError("no trainable parameters")
         if optimizer == "adamw":
             # the fused kernel (as transformers.Trainer uses) where torch has one for these parameters
-            fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params)
+            if fused is None:
+                fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params)
             try: opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, fused=fused or None)
             except (RuntimeError, TypeError): opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
         else: opt = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
