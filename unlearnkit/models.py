@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel,
                           LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast)
-from .core import atomic_dir, cache_dir, default_dtype, get_device, seeded
+from .core import atomic_dir, cache_dir, default_dtype, get_device, seeded, standin
 
 # %% auto #0
 __all__ = ['SMOLLM2_GGUF', 'SMOLLM2_HUB', 'OFFLINE_MODELS', 'smollm2_gguf_path', 'word_tokenizer', 'byte_tokenizer', 'tiny_lm',
@@ -156,8 +156,9 @@ def _load_lm(name_or_path, device, dtype, seed, **kwargs):
                         seed=seed, tokenizer=tok).to(dtype)
     elif isinstance(name_or_path, str) and (Path(name_or_path).exists() or "/" in name_or_path):
         kwargs.setdefault("trust_remote_code", False)
-        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=kwargs["trust_remote_code"])
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+        src = name_or_path if Path(name_or_path).exists() else (standin("models", name_or_path) or name_or_path)   # the hub id's stand-in, when they are on
+        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=kwargs["trust_remote_code"])
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, **kwargs)
     else:
         raise ValueError(f"unknown model {name_or_path!r}: use an offline name ({', '.join(OFFLINE_MODELS)}), "
                          "a hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct', or a local folder")
