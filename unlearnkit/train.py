@@ -28,8 +28,13 @@ def pad_id(tok)->int:
 def use_bos(tok, # a Hugging Face tokenizer
             add_bos:bool|None=None, # an explicit choice, or None for the tokenizer's own rule
            )->bool:
-    "The suite's one BOS rule: prepend BOS when asked, or (by default) when the tokenizer does so itself and has one."
-    if add_bos is None: return bool(getattr(tok, "add_bos_token", False)) and tok.bos_token_id is not None
+    """The suite's one BOS rule: prepend BOS when asked, or (by default) when the tokenizer itself puts BOS in front
+    of a text it encodes with its special tokens. That is read off the tokenizer's output rather than an attribute:
+    Llama 3's tokenizer adds `<|begin_of_text|>` through its post-processor and sets no `add_bos_token`."""
+    if add_bos is None:
+        if tok.bos_token_id is None: return False
+        ids = tok("a", add_special_tokens=True)["input_ids"]
+        return bool(ids) and ids[0] == tok.bos_token_id
     if add_bos and tok.bos_token_id is None: raise ValueError("add_bos=True but the tokenizer has no BOS token")
     return bool(add_bos)
 
@@ -59,6 +64,7 @@ def lm_examples(tok, # a Hugging Face tokenizer
     "Tokenize texts (and optional prompts) into training examples with labels masked on prompts."
     if prompts is not None and len(prompts) != len(texts):
         raise ValueError(f"prompts ({len(prompts)}) and texts ({len(texts)}) must have the same length")
+    add_bos = use_bos(tok, add_bos)   # decided once for the whole list
     return [encode_example(tok, prompts[i] if prompts is not None else "", t, add_bos=add_bos, add_eos=add_eos, max_len=max_len)
             for i, t in enumerate(texts)]
 
