@@ -54,7 +54,7 @@ def test_every_method_is_deterministic(toy, name):
     fx, rx = qa_examples(tok, sp["forget"]), qa_examples(tok, sp["retain_train"])
     a, _ = unlearn(target, name, fx, rx, progress=False, seed=3, **TOY_HP[name])
     b, _ = unlearn(target, name, fx, rx, progress=False, seed=3, **TOY_HP[name])
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))   # exact: same seed, same kernels on the same shapes
 
 # --- bad input fails before any work ------------------------------------------------------------------
 
@@ -79,6 +79,7 @@ def test_audit_oracle_relative_metrics(toy):
     w, sp, tok, target = toy
     a = audit_model(target, tok, sp, n_samples=2)
     b = compare_to_oracle(audit_model(target, tok, sp, n_samples=2), a)
+    # the same model audited twice gives identical numbers, so these hold exactly; approx's rel=1e-6 (abs=1e-12 at 0) only absorbs float64 rounding
     assert b.summary["forget_quality"] == pytest.approx(1.0) and b.summary["privleak"] == pytest.approx(0.0)
     assert b.summary["mia_ref"] == pytest.approx(0.5)           # a model against itself carries no signal
     assert b.summary["mia_loss"] > 0.8                          # the trained forget set is easy to tell from holdout
@@ -123,7 +124,7 @@ def test_numbers_are_sane(smoke):
     tg, orc = t["target"], t["oracle"]
     assert tg["forget_prob"] > orc["forget_prob"] + 0.2          # the target knows the forget facts, the oracle does not
     assert tg["retain_prob"] > 0.8 and orc["retain_prob"] > 0.8  # both learned the retain facts
-    assert tg["mia_loss"] > 0.8 and orc["forget_quality"] == pytest.approx(1.0)
+    assert tg["mia_loss"] > 0.8 and orc["forget_quality"] == pytest.approx(1.0)   # the oracle against itself: exactly 1 up to float64 rounding
     assert m["metrics"]["wall_s"]["ssd"] < m["metrics"]["wall_s"]["oracle"]
 
 def test_claims_match_measurements(smoke):
@@ -131,7 +132,7 @@ def test_claims_match_measurements(smoke):
     c = {x["id"]: x for x in m["claims"]}
     t = m["metrics"]["methods_table"]
     collapse = t["ga_aggressive"]["model_utility"] / t["target"]["model_utility"]
-    assert c["ga_collapse"]["run"]["utility_vs_target"] == pytest.approx(collapse)
+    assert c["ga_collapse"]["run"]["utility_vs_target"] == pytest.approx(collapse)   # the same float64 ratio (JSON keeps it exactly): rel=1e-6 is loose
     assert c["ga_collapse"]["held"] == (collapse < 0.5)
     gap = c["erasure_illusion"]["run"]["mean_efficacy_gap"]
     assert c["erasure_illusion"]["held"] in (None, gap is not None and gap > 0.1)

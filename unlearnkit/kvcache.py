@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from .train import upcast_half
 
 # %% auto #0
 __all__ = ['SUPPORTED_MODEL_TYPES', 'POLICIES', 'check_model', 'KVPolicy', 'Full', 'Random', 'StreamingLLM', 'H2O', 'A2SF',
@@ -117,7 +118,7 @@ class TOVA(KVPolicy):
 @dataclass
 class Knorm(KVPolicy):
     "Keep the keys with the smallest L2 norm (Devoto et al. 2024; kvpress `KnormPress`)."
-    def score(self, layer, attn, hidden): return -layer.keys.float().norm(dim=-1)
+    def score(self, layer, attn, hidden): return -upcast_half(layer.keys).norm(dim=-1)
 
 # %% ../nbs/api/14_kvcache.ipynb #bb3bb95d
 class RetentionGates(nn.Module):
@@ -294,7 +295,7 @@ class EvictingCache(DynamicCache):
                 probs = attention_probs(module, query, key, attn_weights)
             s = p.score(layer, probs, getattr(module, "_kv_hidden", None))
             if over:
-                s = s.float()
+                s = upcast_half(s)
                 if p.n_sink: s = s.masked_fill(layer.positions < p.n_sink, float("inf"))
                 if p.n_recent: s = s.masked_fill(layer.positions >= layer.seen - p.n_recent, float("inf"))
                 if layer.n - self.budget == 1 and self.in_place: layer.drop_one(s.argmin(-1))
@@ -317,13 +318,13 @@ def attention_probs(module, # the attention module (gives `scaling`)
                     query:torch.Tensor, # (b, q_heads, q, d) after RoPE
                     key:torch.Tensor, # (b, kv_heads, n, d): the stored keys, the q new ones last
                     attn_weights:torch.Tensor|None=None, # eager's weights (b, q_heads, q, n), reused if given
-                   )->torch.Tensor: # (b, kv_heads, q, n), float32
+                   )->torch.Tensor: # (b, kv_heads, q, n), float32 (float64 for a float64 model)
     "Causal softmax attention of the current queries over the stored keys, averaged per KV head."
     b, hq, q, d = query.shape
     hk, n = key.shape[1], key.shape[2]
     if attn_weights is not None and attn_weights.shape[-1] == n:
-        return attn_weights.float().view(b, hk, hq//hk, q, n).mean(2)
-    logits = torch.matmul(query.float().reshape(b, hk, hq//hk*q, d), key.float().transpose(-1, -2)).view(b, hk, hq//hk, q, n)*module.scaling
+        return upcast_half(attn_weights).view(b, hk, hq//hk, q, n).mean(2)
+    logits = torch.matmul(upcast_half(query).reshape(b, hk, hq//hk*q, d), upcast_half(key).transpose(-1, -2)).view(b, hk, hq//hk, q, n)*module.scaling
     if q > 1:
         causal = torch.arange(n, device=key.device)[None, :] <= torch.arange(n - q, n, device=key.device)[:, None]
         logits = logits.masked_fill(~causal, float("-inf"))
@@ -332,12 +333,12 @@ def attention_probs(module, # the attention module (gives `scaling`)
 def decode_attention(module, # the attention module (gives `scaling`)
                      query:torch.Tensor, # (b, q_heads, 1, d): one new token, after RoPE
                      key:torch.Tensor, value:torch.Tensor, # (b, kv_heads, n, d): every stored token, the new one included
-                    )->tuple[torch.Tensor, torch.Tensor]: # output (b, 1, q_heads, d), probabilities (b, kv_heads, 1, n) float32
+                    )->tuple[torch.Tensor, torch.Tensor]: # output (b, 1, q_heads, d), probabilities (b, kv_heads, 1, n) float32 (float64 for a float64 model)
     "One decoding step's attention that also returns the probabilities the policy scores with, so scoring costs no second pass."
     b, hq, _, d = query.shape
     hk = key.shape[1]
     w = torch.matmul(query.reshape(b, hk, hq//hk, d), key.transpose(-1, -2))*module.scaling
-    p = w.softmax(-1, dtype=torch.float32)
+    p = upcast_half(w).softmax(-1)
     return torch.matmul(p.to(value.dtype), value).reshape(b, 1, hq, value.shape[-1]), p.mean(2, keepdim=True)
 
 def _eager_for(module): return getattr(sys.modules[type(module).__module__], "eager_attention_forward")
@@ -408,7 +409,7 @@ def forward_with_policy(model, # a supported causal LM
     out = []
     with torch.no_grad(), evicting(model, cache):
         for s in tqdm(range(0, input_ids.shape[1], chunk), disable=not progress, leave=False, desc=type(policy).__name__):
-            out.append(model(input_ids=input_ids[:, s:s+chunk].to(model.device), cache=cache, use_cache=True).logits.float())
+            out.append(upcast_half(model(input_ids=input_ids[:, s:s+chunk].to(model.device), cache=cache, use_cache=True).logits))
     return torch.cat(out, 1), cache
 
 def generate_with_policy(model, # a supported causal LM

@@ -12,7 +12,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from .train import lm_examples, sequence_nll, train, at_steps
+from .train import lm_examples, sequence_nll, train, at_steps, upcast_half
 from .evaluate import sequence_logprobs
 
 # %% auto #0
@@ -178,7 +178,7 @@ def sample_answers(model, # a causal LM (eval mode)
     groups = [(L, idx[j:j+p_chunk]) for L, idx in sorted(by_len.items()) for j in range(0, len(idx), p_chunk)]
     for L, idx in tqdm(groups, desc="sample", disable=not progress, leave=False):
         out = model(input_ids=torch.tensor([prompt_ids[i] for i in idx], device=dev), use_cache=True)
-        cache, first = _get_cache(out), out.logits[:, -1].float()
+        cache, first = _get_cache(out), upcast_half(out.logits[:, -1])
         for s0 in range(0, n, s_chunk):
             s = min(s_chunk, n - s0)
             rows = len(idx) * s
@@ -206,7 +206,7 @@ def sample_answers(model, # a causal LM (eval mode)
                     parent, feed, node = node, nxt, torch.arange(rows, device=dev)
                 kv.batch_select_indices(parent)
                 out = model(input_ids=feed[:, None], use_cache=True, **{ckw: kv})
-                kv, logits = _get_cache(out), out.logits[:, -1].float()
+                kv, logits = _get_cache(out), upcast_half(out.logits[:, -1])
             seq = torch.stack(seq, 1).view(len(idx), s, -1).cpu()
             toks[idx, s0:s0+s, :seq.shape[-1]] = seq
             logps[idx, s0:s0+s] = lp_sum.view(len(idx), s).cpu()

@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from .core import seeded
 
 # %% auto #0
-__all__ = ['pad_id', 'use_bos', 'encode_example', 'lm_examples', 'collate', 'causal_lm_loss', 'sequence_nll', 'TrainState',
-           'TrainResult', 'at_steps', 'steps_per_epoch', 'at_epochs', 'train']
+__all__ = ['pad_id', 'use_bos', 'encode_example', 'lm_examples', 'collate', 'upcast_half', 'causal_lm_loss', 'sequence_nll',
+           'TrainState', 'TrainResult', 'at_steps', 'steps_per_epoch', 'at_epochs', 'train']
 
 # %% ../nbs/api/03_train.ipynb #ab51a0eb
 def pad_id(tok)->int:
@@ -88,10 +88,14 @@ def collate(examples:list[dict], # examples with `input_ids` and optional `label
     return b
 
 # %% ../nbs/api/03_train.ipynb #e9a7674a
+def upcast_half(x:torch.Tensor, # logits or scores
+               )->torch.Tensor: # float32 if `x` was fp16/bf16, else `x` itself
+    "Upcast half-precision floats to float32 for softmax and losses; float32 and float64 pass through."
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
 def _shifted_token_nll(model, batch)->tuple[torch.Tensor, torch.Tensor]:
     "Per-token NLL of labelled positions (B, T-1) and the mask of labelled positions."
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
-    if logits.dtype != torch.float32: logits = logits.float()
+    logits = upcast_half(model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits)
     # shift the labels, not the logits: slicing (B, T, V) logits and reshaping them would copy the whole tensor
     labels = F.pad(batch["labels"][:, 1:], (0, 1), value=-100)
     nll = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="none").view_as(labels)
