@@ -166,7 +166,7 @@ def test_p_hat_is_what_training_maximises_and_the_sampler_draws_from(arch):
     task = make_task(40, 16, seed=4)
     tok = word_tokenizer(task["vocab"]); tok.add_bos_token = True
     assert use_bos(tok)
-    m = tiny_lm(arch, vocab_size=len(tok), n_layer=1, d_model=32, n_head=2, max_len=16, seed=1).eval()
+    m = tiny_lm(arch, vocab_size=len(tok), n_layer=1, d_model=32, n_head=2, max_len=16, seed=1, tokenizer=tok).eval()
     probs = task["test"]
     ev = evaluate_passn(m, tok, probs, n_samples=0, add_eos=True)
     exs = passn_examples(tok, probs, add_eos=True)
