@@ -83,7 +83,7 @@ def list_presets(name:str)->list[str]:
 
 # %% ../nbs/api/90_repro.ipynb #5ecfce59
 RUNNER_PARAMS = ("preset", "out_dir")   # set by the runner, never by a preset or -p
-PAPER_MODULES = dict(unlearning="unlearn")   # reproduction -> module, where the module's name differs
+PAPER_MODULES = dict(unlearning="unlearn", kvcache="kvrecall")   # reproduction -> module, where the module's name differs
 
 def notebook_params(path:str|Path, # a notebook with a cell tagged `parameters`
                    )->dict: # name -> default value
