@@ -441,8 +441,9 @@ class Audit:
         "One dict per scored item (per question): model, split, item index, its identifying fields and every per-item score."
         rows = []
         for s, cols in self.items.items():
-            n = len(self.ctx.split(s))
-            meta = {k: self.ctx.column(s, k) for k in keys if n and k in (self.ctx.split(s).column_names if hasattr(self.ctx.split(s), "column_names") else self.ctx.split(s)[0])}
+            data = self.ctx.split(s); n = len(data)
+            have = set(data.column_names) if hasattr(data, "column_names") else set(data[0]) if n else set()
+            meta = {k: self.ctx.column(s, k) for k in keys if k in have}
             for i in range(n):
                 rows.append(dict(model=model, split=s, item=i, **{k: v[i] for k, v in meta.items()}, **{c: float(a[i]) for c, a in cols.items()}))
         return rows

@@ -22,9 +22,8 @@ from .claims import claim, tested_claim
 from .plots import PALETTE
 from .models import load_lm, tiny_lm
 from .train import causal_lm_loss, collate, lm_examples, sequence_nll, train
-from .factworld import FactWorld, make_world, world_splits
-from .audit import (METRICS, audit_model, audit_table, answer_stats, compare_to_oracle, embedding_neighbours,
-                              encode_pairs, forgetting_efficacy)
+from .factworld import FactWorld, world_splits
+from .audit import audit_model, audit_table, answer_stats, compare_to_oracle, embedding_neighbours, forgetting_efficacy
 
 # %% auto #0
 __all__ = ['REGISTRY', 'TRAINED_METHODS', 'GU_BASES', 'FIT_WARMUP', 'SOURCES', 'qa_examples', 'pair_examples', 'pair_collate',
@@ -603,7 +602,7 @@ def run_split(target, tok, # the fitted target and its tokenizer
     for name, m in [("oracle", oracle)] + list(methods.items()):
         um, results[name] = unlearn(start if name == "oracle" else target, m, fx, rx, seed=seed, progress=False)
         audits[name] = audit_model(um, tok, s, **kw).release(); del um
-        if log: log(results[name])
+        if log: log(f"{name}: {results[name]}")
     for a in audits.values(): compare_to_oracle(a, audits["oracle"])
     return SplitRun(frac, s, audits, results, fx, rx)
 
