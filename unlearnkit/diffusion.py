@@ -9,6 +9,7 @@ from __future__ import annotations
 import math, re, time, warnings
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
