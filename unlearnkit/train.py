@@ -244,7 +244,7 @@ def train(model:torch.nn.Module, # the model to train (in place)
         for step in bar:
             running = 0.0
             for _ in range(grad_accum):
-                batch = next_batch(); seen += len(batch["input_ids"])
+                batch = next_batch(); seen += len(batch["input_ids"] if "input_ids" in batch else next(iter(batch.values())))   # token or image batches
                 if "attention_mask" in batch: tokens += int(batch["attention_mask"].sum())
                 loss = loss_fn(model, batch) / grad_accum
                 acc.backward(loss); running += loss.item()
