@@ -1,6 +1,10 @@
-"""The docs: README generated from nbs/index.ipynb, every notebook listed in _quarto.yml, the offline build."""
+"""The docs site: README generated from nbs/index.ipynb, every notebook a page, and a small executed build read in a
+real browser (headless Chromium): a tutorial's static widget views, a reproduction page opened by its introduction
+and summary box, no staging paths, no console errors, images loaded, search, and a phone-width layout."""
+import re
 from pathlib import Path
-from unlearnkit.docs import build_docs, readme_from_index, site_pages, page_html_name
+import pytest
+from unlearnkit.docs import build_docs, check_site, readme_from_index, site_pages, page_html_name, _chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,13 +18,56 @@ def test_every_notebook_is_a_page():
            if ".ipynb_checkpoints" not in p.parts and not p.name.startswith("_")}
     assert nbs <= pages, f"notebooks missing from _quarto.yml: {sorted(nbs - pages)}"
 
-def test_offline_build(tmp_path):
-    "The whole site builds without executing notebooks, as CI's docs step does (nbdev still runs export and import cells)."
-    files = build_docs(ROOT, tmp_path/"site", execute=False, verbose=False)
-    names = {str(f.relative_to(tmp_path/"site")) for f in files}
-    want = {page_html_name(p) for _, ps in site_pages(ROOT) for p in ps}
-    assert want <= names, f"pages missing from the build: {sorted(want - names)}"
-    core = (tmp_path/"site"/"api"/"00_core.html").read_text()
-    assert "set_seed" in core and "id='uk-side'" in core and "Reproductions" in core
-    assert "../index.html" in core
-    assert page_html_name("reproductions/sort.ipynb") == "reproductions/sort.html"
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, repro_result):
+    "index, the plots API page (executed: its explorer test shows static views) and the unlearning reproduction."
+    m, out = repro_result("unlearning")
+    tmp = tmp_path_factory.mktemp("docs")
+    (tmp/"results"/"unlearning").mkdir(parents=True)
+    (tmp/"results"/"unlearning"/"smoke").symlink_to(out)
+    mp = pytest.MonkeyPatch(); mp.setenv("UNLEARNKIT_RESULTS", str(tmp/"results"))
+    try: res = build_docs(ROOT, tmp/"site", only=["nbs/index", "api/05_plots", "reproductions/unlearning"], verbose=False)
+    finally: mp.undo()
+    return res, tmp/"site", m
+
+def test_small_build_has_every_page_and_no_error(site):
+    res, out, _ = site
+    assert res["errors"] == []
+    for p in ("nbs/index.ipynb", "nbs/api/05_plots.ipynb", "reproductions/unlearning.ipynb"):
+        assert (out/page_html_name(p)).exists(), p
+    assert (out/"report.html").exists() and (out/"search"/"search_index.json").exists()
+    assert (out/"assets"/"mathjax"/"MathJax.js").exists()                     # math offline, no CDN
+    assert "cdn.jsdelivr" not in (out/"index.html").read_text()
+
+def test_reproduction_page_reads_as_a_result_page(site):
+    _, out, m = site
+    h = (out/"reproductions"/"unlearning.html").read_text()
+    intro, box, params = h.index("TOFU"), h.index('class="uk-summary"'), h.index("Parameters of this run")
+    assert intro < box < params                     # the paper's introduction, then the summary, then the folded parameters
+    assert "<details" in h[params - 200:params]     # folded
+    assert ".partial-" not in h                     # no staging paths
+    n_held = sum(c["held"] is True for c in m["claims"])
+    assert re.search(rf"<b>{n_held}</b> claims held", h)
+    assert (out/"report.html").read_text().count("uk-claims") >= 1
+
+def test_static_widget_views(site):
+    _, out, _ = site
+    assert "Static view 2 of 3" in (out/"api"/"05_plots.html").read_text()
+
+def test_failing_notebook_is_named_and_the_rest_builds(tmp_path):
+    "A notebook that raises: its page shows the error, the build names notebook and cell, the other pages are built."
+    import shutil, nbformat
+    root = tmp_path/"repo"; (root/"nbs").mkdir(parents=True)
+    (root/"_quarto.yml").write_text("website:\n  title: t\n  sidebar:\n    contents:\n      - nbs/good.ipynb\n      - nbs/bad.ipynb\n")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Good"), nbformat.v4.new_code_cell("print(1 + 1)")]), root/"nbs"/"good.ipynb")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Bad"), nbformat.v4.new_code_cell("x = 1"),
+                                                   nbformat.v4.new_code_cell("raise ValueError('broken on purpose')")]), root/"nbs"/"bad.ipynb")
+    res = build_docs(root, "site", verbose=False, jobs=1)
+    assert len(res["errors"]) == 1 and "nbs/bad.ipynb: cell 3" in res["errors"][0] and "ValueError" in res["errors"][0]
+    assert "2" in (root/"site"/"good.html").read_text()
+    assert "broken on purpose" in (root/"site"/"bad.html").read_text()
+
+def test_site_in_a_browser(site):
+    if not _chromium(): pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    _, out, _ = site
+    assert check_site(out, pages=["index.html", "api/05_plots.html", "reproductions/unlearning.html", "report.html"]) == []

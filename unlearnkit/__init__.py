@@ -2,6 +2,7 @@
 
 Modules:
 
+- `unlearnkit.docs`: Build the documentation site from `_quarto.yml`: every page executed, processed the nbdev way and rendered by MkDocs Material into a searchable static site, offline.
 - `unlearnkit.kvcache`: A memory-bounded KV cache for Hugging Face transformers, with eviction policies as small scoring classes: Full, Random, StreamingLLM, H2O, A2SF (Jo & Shin 2024), TOVA and Knorm. TRIM-KV's learned policy lives in `unlearnkit.trimkv`, the associative-recall experiment in `unlearnkit.kvrecall`.
 - `unlearnkit.kvrecall`: The `kvcache` reproduction's experiment: a multi-query associative-recall task where the KV cache matters, per-item accuracy and agreement under a budget, the parameter check, the claims of A2SF and TRIM-KV decided by paired tests, and the plots.
 - `unlearnkit.sort`: Sequence Order Recall Tasks (Pink et al. 2024): which of two passages of a book came first? Items, prompts, A/B scoring, retrieval, fine-tuning and statistics for in-context, no-context, in-memory and retrieval memory.

@@ -1,4 +1,5 @@
-"""Build the documentation site offline: every page that `_quarto.yml` lists, executed, processed the nbdev way, and converted to static HTML with the site's navigation.
+"""Build the documentation site from `_quarto.yml`: every page executed, processed the nbdev way and
+rendered by MkDocs Material into a searchable static site, offline.
 
 Docs: https://unlearnkit.github.io/unlearnkit/api/docs.html.md"""
 
@@ -6,11 +7,14 @@ Docs: https://unlearnkit.github.io/unlearnkit/api/docs.html.md"""
 
 # %% ../nbs/api/91_docs.ipynb #9e4f3b11
 from __future__ import annotations
-import argparse, glob, html, json, os, re, shutil, sys, tempfile, time
+import argparse, glob, html, json, os, re, shutil, subprocess, sys, tempfile, time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+import nbformat
 
 # %% auto #0
-__all__ = ['site_config', 'site_pages', 'page_html_name', 'executed_reproduction', 'render_page', 'build_docs',
+__all__ = ['site_config', 'site_pages', 'page_md_name', 'page_html_name', 'page_meta', 'executed_reproduction',
+           'execute_notebook', 'module_pages', 'cells_markdown', 'summary_box', 'build_docs', 'check_site',
            'readme_from_index', 'main']
 
 # %% ../nbs/api/91_docs.ipynb #8ab937a0
@@ -36,20 +40,34 @@ def site_pages(root:str|Path=".")->list[tuple[str, list[str]]]:
         else: out.append(("", _expand(root, item)))
     return out
 
-# %% ../nbs/api/91_docs.ipynb #4aa12d3e
-def page_html_name(path:str)->str:
-    "Where a source page lands in `_docs/` (nbs/index.ipynb -> index.html, nbs/api/00_core.ipynb -> api/00_core.html)."
+def page_md_name(path:str)->str:
+    "Where a source page lands in the site's sources (nbs/index.ipynb -> index.md, nbs/api/00_core.ipynb -> api/00_core.md)."
     p = Path(path)
     parts = p.parts[1:] if p.parts[0] == "nbs" else p.parts
-    return str(Path(*parts).with_suffix(".html"))
+    return str(Path(*parts).with_suffix(".md"))
 
-def _title(nb, path):
+def page_html_name(path:str)->str:
+    "The page's address in the built site (`api/00_core.html`)."
+    return str(Path(page_md_name(path)).with_suffix(".html"))
+
+# %% ../nbs/api/91_docs.ipynb #4aa12d3e
+def page_meta(nb, # a notebook (nbformat)
+              path:str, # its path, for a fallback title
+             )->tuple[str, str]: # (title, summary)
+    "A page's title and its whole summary, from the notebook's first Markdown cell."
     for c in nb.cells:
-        if c.cell_type == "markdown":
-            m = re.search(r"^#\s+(.+)$", c.source, re.M)
-            if m: return m.group(1).strip()
-    return Path(path).stem
+        if c.cell_type != "markdown": continue
+        m = re.search(r"^#\s+(.+)$", c.source, re.M)
+        if not m: continue
+        after = c.source[m.end():].lstrip("\n").split("\n")
+        quote = []
+        for l in after:
+            if not l.startswith(">"): break
+            quote.append(l[1:].strip())
+        return m.group(1).strip(), " ".join(quote).strip()
+    return Path(path).stem, ""
 
+# %% ../nbs/api/91_docs.ipynb #9121e4cf
 def executed_reproduction(root:str|Path, # the repository
                           path:str, # e.g. reproductions/sort.ipynb
                          )->Path|None:
@@ -60,40 +78,60 @@ def executed_reproduction(root:str|Path, # the repository
         if p.exists() and (p.parent/"metrics.json").exists(): return p
     return None
 
-def _execute(nb, cwd, timeout):
+def execute_notebook(nb, # a notebook (nbformat), executed in place
+                     cwd:str|Path, # the kernel's working directory
+                     timeout:int=900, # seconds per cell
+                    )->str|None: # None, or "cell N (id ...): Error: message" for the first failing cell (N counts from 1)
+    "Run every cell; on an error stop there, keep the outputs so far (with the error's), and say which cell failed."
     from nbclient import NotebookClient
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
-    return nb
+    from nbclient.exceptions import CellExecutionError
+    old = os.environ.get("UNLEARNKIT_STATIC_WIDGETS"); os.environ["UNLEARNKIT_STATIC_WIDGETS"] = "1"
+    from unlearnkit.repro import _ipc_kernel_manager
+    socks = tempfile.mkdtemp(prefix="unlearnkit-kernel-")
+    try: NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
+                        kernel_manager_class=_ipc_kernel_manager(Path(socks))).execute()
+    except CellExecutionError:
+        for i, c in enumerate(nb.cells):
+            errs = [o for o in c.get("outputs", []) if o.get("output_type") == "error"]
+            if errs: return f"cell {i + 1} (id {c.get('id', '?')}): {errs[0].get('ename')}: {errs[0].get('evalue', '')[:200]}"
+        return "a cell failed"
+    finally:
+        shutil.rmtree(socks, ignore_errors=True)
+        if old is None: os.environ.pop("UNLEARNKIT_STATIC_WIDGETS", None)
+        else: os.environ["UNLEARNKIT_STATIC_WIDGETS"] = old
+    return None
+
+# %% ../nbs/api/91_docs.ipynb #e94c1db3
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_STAGING = re.compile(r"^(PosixPath\(|WindowsPath\()?'?[^\n']*\.partial-[^\n']*'?\)?$")
 
 def _nbdev_process(nb, root):
-    "Apply nbdev's documentation processors (show_doc, hide, directives) to a notebook."
-    import nbformat
+    "Apply nbdev's documentation processors (show_doc, hide, directives) to a notebook; return it cleaned for nbformat."
+    import warnings
     from fastcore.nbio import read_nb, write_nb
     from nbdev.processors import FilterDefaults
     with tempfile.TemporaryDirectory() as d:
         f = Path(d)/"nb.ipynb"; nbformat.write(nb, str(f))
         cwd = os.getcwd(); os.chdir(root)
         try:
-            fnb = read_nb(f); FilterDefaults()(fnb); write_nb(fnb, f)
+            with warnings.catch_warnings():   # nbdev's advice about cells that mix imports and code is for authors
+                warnings.simplefilter("ignore"); fnb = read_nb(f); FilterDefaults()(fnb); write_nb(fnb, f)
         finally: os.chdir(cwd)
         raw = json.loads(f.read_text(encoding="utf-8"))
     cells = []
     for c in raw["cells"]:
         src = "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-        if c["cell_type"] == "raw" and src.lstrip().startswith("---"):   # Quarto front matter -> a title cell
-            import yaml
-            fm = yaml.safe_load(src.strip().strip("-")) or {}
-            head = f"# {fm.get('title', '')}" + (f"\n\n> {fm['description']}" if fm.get("description") else "")
-            cells.append(dict(cell_type="markdown", metadata={}, source=head)); continue
+        if c["cell_type"] == "raw": continue                 # nbdev's front matter: the title comes from page_meta
         if c["cell_type"] == "code":
-            hide_input = bool(re.search(r"^#\|\s*echo:\s*false", src, re.M))
+            tags = set(c.get("metadata", {}).get("tags", []))
+            if re.search(r"^#\|\s*echo:\s*false", src, re.M): tags.add("remove_input")
             src = re.sub(r"^#\|.*(\n|$)", "", src, flags=re.M).strip("\n")
             for o in c.get("outputs", []):
                 md = o.get("data", {}).get("text/markdown")
                 if md is not None:
                     md = "".join(md) if isinstance(md, list) else md
                     o["data"]["text/markdown"] = re.sub(r"\{(?:target|style|\.)[^{}\n]*\}", "", md)
-            if hide_input: c.setdefault("metadata", {})["tags"] = ["remove_input"]
+            c["metadata"] = {"tags": sorted(tags)}
             if not src and not c.get("outputs"): continue
         c["source"] = src; cells.append(c)
     raw["cells"] = cells
@@ -104,113 +142,361 @@ def _nbdev_process(nb, root):
         else: c.pop("outputs", None); c.pop("execution_count", None)
     return nbformat.reads(json.dumps(raw), as_version=4)
 
-def render_page(root:str|Path, # the repository
-                path:str, # the page's source, relative to root
-                execute:bool=True, # run notebooks (reproductions use their executed result instead)
-                timeout:int=900, # seconds per cell
-               )->tuple[str, str]: # (title, HTML body)
-    "Render one source page to an HTML fragment."
-    import nbformat
-    from nbconvert import HTMLExporter
-    root = Path(root); src = root/path
-    if src.suffix == ".md":
-        from nbconvert.filters.markdown import markdown2html
-        txt = src.read_text(encoding="utf-8"); m = re.search(r"^#\s+(.+)$", txt, re.M)
-        return (m.group(1) if m else src.stem), markdown2html(txt)
-    note = ""
-    if path.startswith("reproductions/"):
-        ex = executed_reproduction(root, path)
-        nb = nbformat.read(str(ex or src), as_version=4)
-        if ex: note = f"Executed result: <code>{html.escape(str(ex.relative_to(ex.parents[2])))}</code>"
-        else: note = "Not executed yet: run <code>unlearnkit-repro run " + src.stem + "</code> and rebuild the docs to see its figures and claims table."
-    else:
-        nb = nbformat.read(str(src), as_version=4)
-        if execute: nb = _execute(nb, src.parent, timeout)
-    title = _title(nb, path)
-    nb = _nbdev_process(nb, root)
-    from traitlets.config import Config
-    c = Config(); c.TagRemovePreprocessor.remove_input_tags = ("remove_input",); c.TagRemovePreprocessor.enabled = True
-    body, _ = HTMLExporter(config=c, template_name="basic", exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
-    if note: body = f'<p class="uk-note">{note}</p>\n' + body
-    body = re.sub(r'href="(?!https?:)([^"#]+)\.ipynb(#[^"]*)?"', lambda m: f'href="{m.group(1)}.html{m.group(2) or ""}"', body)
-    return title, body
+def _fence(lang, text):
+    ticks = "```"
+    while ticks in text: ticks += "`"
+    return f"{ticks}{lang}\n{text.rstrip()}\n{ticks}"
 
-# %% ../nbs/api/91_docs.ipynb #9121e4cf
-_CSS = """
-body{margin:0;font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;line-height:1.5;color:#222}
-#uk-side{position:fixed;top:0;left:0;bottom:0;width:260px;overflow-y:auto;background:#f7f7f9;border-right:1px solid #ddd;padding:1em;box-sizing:border-box;font-size:.92em}
-#uk-side h2{font-size:1.2em;margin:.2em 0 .8em} #uk-side h3{font-size:.8em;text-transform:uppercase;color:#666;margin:1.2em 0 .3em}
-#uk-side a{display:block;color:#1a4f8b;text-decoration:none;padding:.12em 0} #uk-side a.cur{font-weight:bold}
-#uk-main{margin-left:280px;max-width:980px;padding:1em 2em}
-pre{background:#f5f5f5;padding:.6em;overflow-x:auto;font-size:.88em} img{max-width:100%}
-table{border-collapse:collapse;margin:.6em 0} th,td{border:1px solid #ccc;padding:.25em .5em;font-size:.9em}
-.uk-note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em .8em}
-.jp-InputArea-prompt,.jp-OutputPrompt{display:none}
+def _indent(text, n=4): return "\n".join((" " * n + l) if l.strip() else "" for l in text.split("\n"))
+
+def _text(x): return "".join(x) if isinstance(x, list) else (x or "")
+
+def _output_md(o, assets:Path, stem:str)->str:
+    "One output as Markdown; figures are written to `assets/` and linked as `assets.name/stem.png`."
+    t = o.get("output_type")
+    if t == "stream":
+        if o.get("name") != "stdout": return ""        # progress bars and warnings
+        txt = _ANSI.sub("", _text(o.get("text"))).replace("\r\n", "\n")
+        txt = "\n".join(l.split("\r")[-1] for l in txt.split("\n"))
+        return _fence("text", txt) if txt.strip() else ""
+    if t == "error":
+        tb = _ANSI.sub("", "\n".join(o.get("traceback", [])))
+        return f'!!! failure "This cell raised {o.get("ename")}"\n\n' + _indent(_fence("text", tb))
+    d = o.get("data", {})
+    if "application/vnd.jupyter.widget-view+json" in d: return ""   # live widgets only; explorer() shows static views
+    for mime, ext in (("image/png", "png"), ("image/jpeg", "jpg")):
+        if mime in d:
+            import base64
+            assets.mkdir(parents=True, exist_ok=True)
+            (assets/f"{stem}.{ext}").write_bytes(base64.b64decode(_text(d[mime])))
+            return f"![]({assets.name}/{stem}.{ext})"
+    if "image/svg+xml" in d:
+        assets.mkdir(parents=True, exist_ok=True)
+        (assets/f"{stem}.svg").write_text(_text(d["image/svg+xml"]), encoding="utf-8")
+        return f"![]({assets.name}/{stem}.svg)"
+    if "text/html" in d:
+        h = _text(d["text/html"]).strip()
+        return f'<div class="uk-output" markdown="0">\n{h}\n</div>'
+    if "text/markdown" in d: return _text(d["text/markdown"])
+    if "text/latex" in d: return _text(d["text/latex"])
+    if "text/plain" in d:
+        txt = _ANSI.sub("", _text(d["text/plain"]))
+        if _STAGING.match(txt.strip()) or txt.strip() == "None": return ""
+        return _fence("text", txt)
+    return ""
+
+def module_pages(root:str|Path=".")->dict:
+    "Each exported module's page: {'core': 'api/00_core.md', ...}, from the notebooks' `#| default_exp`."
+    out = {}
+    for f in sorted((Path(root)/"nbs").rglob("*.ipynb")):
+        m = re.search(r"#\|\s*default_exp\s+([\w.]+)", f.read_text(encoding="utf-8"))
+        if m: out[m.group(1)] = page_md_name(str(f.relative_to(root)))
+    return out
+
+def _link_fix(md:str, # Markdown
+              page:str="", # the page it is on (`tutorials/05_pass_at_n.md`)
+              modules:dict|None=None, # `module_pages(root)`
+              source:str="", # the notebook it comes from, relative to the repository (`nbs/tutorials/05_pass_at_n.ipynb`)
+             )->str:
+    "Links to notebooks point to their pages; nbdev's API links (`…/api/passn.html#pass_at_k`) to this site's pages."
+    def nb_link(m):
+        if not source: return f"]({m.group(1)}.md{m.group(2) or ''})"
+        target = os.path.normpath(os.path.join(os.path.dirname(source), m.group(1) + ".ipynb"))   # in the repository
+        return f"]({os.path.relpath(page_md_name(target), start=os.path.dirname(page) or '.')}{m.group(2) or ''})"
+    md = re.sub(r"\]\((?!https?:)([^)#\s]+)\.ipynb(#[^)]*)?\)", nb_link, md)
+    if not modules: return md
+    def api(m):
+        target = modules.get(m.group(1))
+        if target is None: return m.group(0)
+        anchor = ("#" + m.group(2)[1:].lower().replace(".", "")) if m.group(2) else ""
+        return os.path.relpath(target, start=os.path.dirname(page) or ".") + anchor
+    return re.sub(r"https?://[^\s)\"'<>]+?/api/(\w+)\.html(#[\w.\-]*)?", api, md)
+
+def cells_markdown(nb, # a processed notebook (`_nbdev_process`)
+                   assets:Path, # folder for its figures (next to the page)
+                   fold:callable=lambda c: False, # cells to fold into a "Parameters of this run" box
+                   page:str="", # the page's path in the site (for relative API links)
+                   modules:dict|None=None, # `module_pages(root)`: API links to this site
+                   source:str="", # the notebook's path in the repository (for links between notebooks)
+                  )->list[str]: # Markdown blocks, one or more per cell
+    "The notebook's cells as Markdown blocks."
+    out, folded = [], []
+    def flush():
+        if folded: out.append('??? info "Parameters of this run"\n\n' + _indent("\n\n".join(folded))); folded.clear()
+    for i, c in enumerate(nb.cells):
+        if c.cell_type == "markdown":
+            flush(); out.append(_link_fix(c.source, page, modules, source)); continue
+        blocks = []
+        if "remove_input" not in c.metadata.get("tags", []) and c.source.strip(): blocks.append(_fence("python", c.source))
+        blocks += [_link_fix(b, page, modules, source) for j, o in enumerate(c.get("outputs", [])) if (b := _output_md(o, assets, f"cell{i}_{j}"))]
+        if not blocks: continue
+        if fold(c): folded.append("\n\n".join(blocks))
+        else: flush(); out.append("\n\n".join(blocks))
+    flush()
+    return out
+
+# %% ../nbs/api/91_docs.ipynb #740eb6e4
+def summary_box(metrics:dict, # a reproduction's metrics.json
+               )->str: # HTML
+    "The box at the top of a reproduction page: the run in one line and its claims table."
+    from unlearnkit.claims import claims_html, claims_summary
+    p, s = metrics.get("provenance", {}), claims_summary(metrics.get("claims", []))
+    wall = f"{p['wall_s']:.0f} s" if isinstance(p.get("wall_s"), (int, float)) else "?"
+    head = (f"<p><b>This run</b>: preset <code>{html.escape(str(metrics.get('preset')))}</code> on {html.escape(str(p.get('device', '?')))}, "
+            f"{wall}, seed {html.escape(str(p.get('seed')))}. <b>{s['held']}</b> claims held, <b>{s['not_held']}</b> did not, "
+            f"<b>{s['not_settled']}</b> were not settled by this run.</p>")
+    return f'<div class="uk-summary" markdown="0">\n{head}\n{claims_html(metrics.get("claims", []))}\n</div>'
+
+def _is_setup(c)->bool:
+    tags = set(c.metadata.get("tags", []))
+    return bool(tags & {"parameters", "injected-parameters"}) or c.source.lstrip().startswith("run = start_run(")
+
+# %% ../nbs/api/91_docs.ipynb #1459cab1
+_EXTRA_CSS = """
+.uk-summary{overflow-x:auto;border:1px solid var(--md-default-fg-color--lightest);border-left:4px solid #1a7f37;border-radius:4px;padding:.4em .9em;margin:1em 0}
+.uk-claims{font-size:.78rem} .uk-claims td, .uk-claims th{vertical-align:top}
+.uk-output{overflow-x:auto} .uk-output table{font-size:.75rem}
+.md-typeset .uk-output img, .md-typeset img{max-width:100%;height:auto}
 """
 
-def _page(title, body, nav, site_title):
-    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)} – {html.escape(site_title)}</title>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{_CSS}</style>"
-            "<script src='https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js' async></script></head>"
-            f"<body><nav id='uk-side'>{nav}</nav><main id='uk-main'>{body}</main></body></html>\n")
+_MATHJAX_CONFIG = """window.MathJax = {   // read by MathJax 2.7 when it loads (this script comes first)
+  tex2jax: {inlineMath: [["\\\\(", "\\\\)"]], displayMath: [["\\\\[", "\\\\]"]], processEscapes: true, processEnvironments: true,
+            ignoreClass: ".*", processClass: "arithmatex"},
+  // the wheel ships the STIX-Web fonts; MathJax's placeholder font points at about:blank, which browsers refuse to load
+  "HTML-CSS": {availableFonts: ["STIX-Web"], preferredFont: "STIX-Web", webFont: "STIX-Web", imageFont: null,
+               styles: {"@font-face": {"font-family": "MathJax_Blank", src: "local('MathJax_Blank')"}}},
+  messageStyle: "none"
+};
+"""
+
+def _render_page(job:dict)->dict:
+    "Execute (or take the executed result of) one page and write its Markdown; runs in a worker process. Never raises."
+    t0 = time.perf_counter()
+    try: return _render_page_(job)
+    except Exception as e:   # a page that cannot be rendered at all: a page saying so, and an error for the build
+        err = f"{type(e).__name__}: {e}"
+        dest = Path(job["src"])/page_md_name(job["path"]); dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(f"# {Path(job['path']).stem}\n\n!!! failure \"This page could not be built\"\n\n    {err}\n", encoding="utf-8")
+        return dict(path=job["path"], title=Path(job["path"]).stem, error=err, seconds=time.perf_counter() - t0)
+
+def _render_page_(job:dict)->dict:
+    root, path, src_dir = Path(job["root"]), job["path"], Path(job["src"])
+    t0 = time.perf_counter()
+    if job.get("threads"):
+        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"): os.environ[k] = str(job["threads"])
+    md_name = page_md_name(path); dest = src_dir/md_name
+    assets = dest.parent/(dest.stem + "_files")
+    err, note, metrics = None, "", None
+    if path.endswith(".md"):
+        dest.parent.mkdir(parents=True, exist_ok=True); shutil.copy(root/path, dest)
+        return dict(path=path, title=Path(path).stem, error=None, seconds=time.perf_counter() - t0)
+    if path.startswith("reproductions/"):
+        ex = executed_reproduction(root, path)
+        nb = nbformat.read(str(ex or root/path), as_version=4)
+        if ex: metrics = json.loads((ex.parent/"metrics.json").read_text(encoding="utf-8"))
+        else: note = ('!!! warning "Not executed yet"\n\n    Run `unlearnkit-repro run ' + Path(path).stem +
+                      "` and rebuild the docs to see this reproduction's figures and claims table.")
+    else:
+        nb = nbformat.read(str(root/path), as_version=4)
+        if job["execute"]: err = execute_notebook(nb, (root/path).parent, job["timeout"])
+    title, summary = page_meta(nb, path)
+    # take the title and summary out of their cell first: nbdev turns a title cell into front matter, dropping the
+    # prose that follows the title in the same cell (the introduction of every reproduction)
+    first = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and re.search(r"^#\s+", c.source, re.M)), None)
+    if first is not None:
+        src = nb.cells[first].source
+        m = re.search(r"^#\s+.+$(\n[ \t]*$)*(\n>.*$)*", src, re.M)
+        rest = (src[:m.start()] + src[m.end():]).strip("\n")
+        if rest: nb.cells[first].source = rest
+        else: del nb.cells[first]
+    nb = _nbdev_process(nb, root)
+    nb.cells = [c for c in nb.cells if c.cell_type != "code" or c.source.strip() or c.get("outputs")]
+    blocks = cells_markdown(nb, assets, fold=_is_setup if path.startswith("reproductions/") else (lambda c: False),
+                            page=md_name, modules=module_pages(root), source=path)
+    head = [f"# {title}"] + ([f"> {summary}"] if summary else [])
+    if err: head.append(f'!!! failure "This page did not build completely"\n\n    {err}. The outputs stop at that cell.')
+    if note: head.append(note)
+    if metrics is not None:   # the intro prose first, then the summary box
+        n_intro = next((i for i, c in enumerate(nb.cells) if c.cell_type != "markdown"), len(nb.cells))
+        blocks = blocks[:n_intro] + [summary_box(metrics)] + blocks[n_intro:]
+    text = "\n\n".join(head + [b for b in blocks if b.strip()]) + "\n"
+    text = re.sub(r"/\.([\w-]+)\.partial-[\w-]+", r"/\1", text)   # a staging folder's path -> the results folder's
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text, encoding="utf-8")
+    return dict(path=path, title=title, error=err, seconds=time.perf_counter() - t0)
+
+def _mkdocs_config(root:Path, src:Path, out:Path, titles:dict)->dict:
+    "MkDocs Material's configuration, generated from `_quarto.yml`."
+    cfg = site_config(root); web = cfg.get("website", {})
+    return dict(
+        site_name=web.get("title", "docs"), site_description=web.get("description", ""),
+        docs_dir=str(src), site_dir=str(out), use_directory_urls=False,
+        theme=dict(name="material", features=["navigation.footer", "navigation.sections", "navigation.top",
+                                              "navigation.indexes", "content.code.copy", "search.highlight",
+                                              "search.suggest", "toc.follow"],
+                   palette=[dict(scheme="default", primary="indigo", accent="indigo")], font=False),
+        plugins=["search"],
+        markdown_extensions=["admonition", "attr_list", "md_in_html", "tables", "footnotes", {"toc": {"permalink": True}},
+                             "pymdownx.details", "pymdownx.superfences", {"pymdownx.highlight": {"anchor_linenums": False}},
+                             "pymdownx.inlinehilite", {"pymdownx.arithmatex": {"generic": True}}],
+        extra_css=["assets/unlearnkit.css"],
+        extra_javascript=["assets/mathjax-config.js", "assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"],
+    )
+
+def _copy_mathjax(dest:Path):
+    "MathJax 2.7 from the jupyter-server-mathjax wheel, into the site (no CDN)."
+    try: import jupyter_server_mathjax
+    except ImportError: raise RuntimeError("the docs need jupyter-server-mathjax for offline math: pip install -e '.[dev]'") from None
+    src = Path(jupyter_server_mathjax.__file__).parent/"static"
+    shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("localization", "*.map"))
 
 def build_docs(root:str|Path=".", # the repository (where _quarto.yml is)
                out:str|Path="_docs", # output folder (relative to root)
                execute:bool=True, # execute notebooks (False: render them as stored)
-               only:list[str]|None=None, # render only pages whose path contains one of these strings
+               only:list[str]|None=None, # build only pages whose path contains one of these strings
                timeout:int=900, # seconds per cell
+               jobs:int|None=None, # notebooks executed at once (default: 2 on 2+ cores, one thread each)
                verbose:bool=True, # print a line per page
-              )->list[Path]: # the HTML files written
-    "Build the documentation site as static HTML, offline."
-    root = Path(root).resolve(); out = root/out
-    cfg = site_config(root); site_title = cfg.get("website", {}).get("title", "docs")
+              )->dict: # {"pages": [...per page: path, title, error, seconds], "errors": [...], "out": Path}
+    "Build the documentation site with MkDocs Material, offline: every page of `_quarto.yml`, executed."
+    import yaml
+    root = Path(root).resolve(); out = (root/out).resolve()
     sections = site_pages(root)
     pages = [p for _, ps in sections for p in ps]
     missing = [p for p in pages if not (root/p).exists()]
     if missing: raise FileNotFoundError(f"_quarto.yml lists pages that do not exist: {missing}")
-    titles, bodies = {}, {}
-    for p in pages:
-        if only and not any(o in p for o in only): continue
-        t0 = time.perf_counter()
-        titles[p], bodies[p] = render_page(root, p, execute=execute, timeout=timeout)
-        if verbose: print(f"  {p} -> {page_html_name(p)} ({time.perf_counter()-t0:.0f} s)", flush=True)
-    written = []
-    for p, body in bodies.items():
-        dest = out/page_html_name(p); depth = len(Path(page_html_name(p)).parts) - 1
-        up = "../" * depth
-        nav = [f"<h2><a href='{up}index.html'>{html.escape(site_title)}</a></h2>"]
-        for sec, ps in sections:
-            if sec: nav.append(f"<h3>{html.escape(sec)}</h3>")
-            for q in ps:
-                cls = " class='cur'" if q == p else ""
-                nav.append(f"<a{cls} href='{up}{page_html_name(q)}'>{html.escape(titles.get(q) or Path(q).stem)}</a>")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(_page(titles[p], body, "\n".join(nav), site_title), encoding="utf-8")
-        written.append(dest)
-    return written
+    if only: pages = [p for p in pages if any(o in p for o in only)]
+    jobs = jobs or (2 if (os.cpu_count() or 1) >= 2 else 1)
+    with tempfile.TemporaryDirectory(prefix="unlearnkit-docs-") as tmp:
+        src = Path(tmp)/"src"; src.mkdir()
+        work = [dict(root=str(root), path=p, src=str(src), execute=execute, timeout=timeout, threads=1 if jobs > 1 else None)
+                for p in pages]
+        work.sort(key=lambda j: not j["path"].startswith("nbs/tutorials"))   # the slowest first
+        results = []
+        with ProcessPoolExecutor(max_workers=jobs) as ex:
+            for r in ex.map(_render_page, work):
+                results.append(r)
+                if verbose: print(f"  {r['path']} -> {page_html_name(r['path'])} ({r['seconds']:.0f} s)" + (f"  FAILED: {r['error']}" if r["error"] else ""), flush=True)
+        titles = {r["path"]: r["title"] for r in results}
+        try:
+            from unlearnkit.repro import suite_report_html
+            res_dir = Path(os.environ.get("UNLEARNKIT_RESULTS", root/"results"))
+            (src/"report.md").write_text(suite_report_html(res_dir, link=lambda n: f"reproductions/{n}.md"), encoding="utf-8")
+        except Exception as e:
+            if verbose: print(f"  (no suite report: {e})")
+        (src/"assets").mkdir(exist_ok=True)
+        (src/"assets"/"unlearnkit.css").write_text(_EXTRA_CSS, encoding="utf-8")
+        (src/"assets"/"mathjax-config.js").write_text(_MATHJAX_CONFIG, encoding="utf-8")
+        _copy_mathjax(src/"assets"/"mathjax")
+        cfg = _mkdocs_config(root, src, out, titles)
+        cfg["nav"] = _nav(root, titles, src, keep=set(pages))
+        (Path(tmp)/"mkdocs.yml").write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        if out.exists(): shutil.rmtree(out)
+        r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(Path(tmp)/"mkdocs.yml")],
+                           capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+        if r.returncode != 0: raise RuntimeError(f"mkdocs build failed:\n{r.stderr[-3000:]}")
+        warnings = [_ANSI.sub("", l) for l in r.stderr.splitlines() if "WARNING" in l]
+    errors = [f"{r['path']}: {r['error']}" for r in results if r["error"]]
+    return dict(pages=results, errors=errors, warnings=warnings, out=out)
 
+def _nav(root, titles, src, keep):
+    "The navigation: `_quarto.yml`'s sidebar (the pages built), then the suite report."
+    nav = []
+    for sec, ps in site_pages(root):
+        items = [{titles.get(p, Path(p).stem): page_md_name(p)} for p in ps if p in keep]
+        if not items: continue
+        if sec: nav.append({sec: items})
+        else: nav += items
+    if (src/"report.md").exists(): nav.append({"Paper vs this run": "report.md"})
+    return nav
+
+# %% ../nbs/api/91_docs.ipynb #11fafc6d
+def _chromium()->str|None:
+    return os.environ.get("UNLEARNKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+def check_site(site:str|Path="_docs", # a built site
+               pages:list[str]|None=None, # pages to open (default: home, a tutorial, a reproduction, an API page)
+               search:str="unlearning", # a word the search must find
+               phone:int=400, # phone width in pixels
+              )->list[str]: # problems found; empty when the pages are fine
+    "Open pages of the built site in headless Chromium and list what a reader would notice."
+    import threading, functools
+    from http.server import ThreadingHTTPServer, SimpleHTTPRequestHandler
+    try: from playwright.sync_api import sync_playwright
+    except ImportError: raise RuntimeError("the browser check needs Playwright: pip install -e '.[dev]'") from None
+    exe = _chromium()
+    if not exe: raise RuntimeError("the browser check needs Chromium: apt-get install chromium (or set UNLEARNKIT_CHROMIUM)")
+    site = Path(site).resolve()
+    if pages is None:
+        def first(pattern):
+            found = sorted(site.glob(pattern)); return [str(found[0].relative_to(site))] if found else []
+        pages = ["index.html"] + first("tutorials/*.html") + first("reproductions/*.html") + first("api/*.html")
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a): pass
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base, problems = f"http://127.0.0.1:{srv.server_address[1]}", []
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+            for page in pages:
+                for width in (1280, phone):
+                    pg = b.new_page(viewport={"width": width, "height": 900})
+                    errs = []
+                    pg.on("console", lambda m: errs.append(m.text) if m.type == "error" else None)
+                    pg.on("response", lambda r: errs.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+                    pg.goto(f"{base}/{page}", wait_until="load"); pg.wait_for_timeout(500)
+                    broken = pg.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
+                    wide = pg.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                    problems += [f"{page} @{width}px: console: {e}" for e in errs]
+                    problems += [f"{page} @{width}px: image did not load: {u}" for u in broken]
+                    if wide > 0: problems.append(f"{page} @{width}px: {wide} px wider than the screen (horizontal scroll)")
+                    if width == 1280 and page == pages[0] and search:
+                        pg.click("label.md-search__icon, input.md-search__input"); pg.keyboard.type(search, delay=20)
+                        try: pg.wait_for_selector(".md-search-result__item", timeout=15000)
+                        except Exception: problems.append(f"search for {search!r} found nothing")
+                    pg.close()
+            b.close()
+    finally: srv.shutdown()
+    return problems
+
+# %% ../nbs/api/91_docs.ipynb #5f6fc4f6
 def readme_from_index(root:str|Path=".", # the repository
                      )->str: # README.md's text
     "README.md generated from `nbs/index.ipynb`: its Markdown cells, with links made relative to the repository."
-    import nbformat
     nb = nbformat.read(str(Path(root)/"nbs"/"index.ipynb"), as_version=4)
     md = "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    md = re.sub(r"\]\((?!https?:|#|/)([^)]+)\)", lambda m: f"](nbs/{m.group(1)})", md)
+    md = re.sub(r"\]\((?!https?:|#|/)([^)]+)\)", lambda m: f"]({os.path.normpath('nbs/' + m.group(1))})", md)
     return "<!-- generated from nbs/index.ipynb by `unlearnkit-docs --readme`: edit the notebook, not this file -->\n\n" + md + "\n"
 
 def main(argv=None)->int:
-    "Entry point of `unlearnkit-docs`: build the docs offline into `_docs/`."
-    ap = argparse.ArgumentParser(prog="unlearnkit-docs", description="Build unlearnkit's docs site offline (no Quarto needed).")
+    "Entry point of `unlearnkit-docs`: build the docs site into `_docs/`."
+    ap = argparse.ArgumentParser(prog="unlearnkit-docs", description="Build unlearnkit's docs site offline (MkDocs Material; no Quarto needed).")
     ap.add_argument("--out", default="_docs", help="output folder (default _docs)")
     ap.add_argument("--no-execute", action="store_true", help="render notebooks as stored, without running them")
-    ap.add_argument("--only", nargs="*", help="render only pages whose path contains one of these strings")
+    ap.add_argument("--only", nargs="*", help="build only pages whose path contains one of these strings")
+    ap.add_argument("--jobs", type=int, default=None, help="notebooks executed at once (default 2)")
     ap.add_argument("--readme", action="store_true", help="only regenerate README.md from nbs/index.ipynb")
+    ap.add_argument("--check", action="store_true", help="do not build: open the built site in headless Chromium and report problems")
     a = ap.parse_args(argv)
+    if a.check:
+        try: problems = check_site(a.out)
+        except RuntimeError as e: print(f"unlearnkit-docs: error: {e}", file=sys.stderr); return 2
+        for x in problems: print(f"  {x}", file=sys.stderr)
+        print(f"browser check of {a.out}/: " + (f"{len(problems)} problem(s)" if problems else "no problems"))
+        return 1 if problems else 0
     if a.readme:
         Path("README.md").write_text(readme_from_index("."), encoding="utf-8"); print("wrote README.md"); return 0
     t0 = time.perf_counter()
-    try: files = build_docs(".", a.out, execute=not a.no_execute, only=a.only)
-    except FileNotFoundError as e:
+    try: res = build_docs(".", a.out, execute=not a.no_execute, only=a.only, jobs=a.jobs)
+    except (FileNotFoundError, RuntimeError) as e:
         print(f"unlearnkit-docs: error: {e}", file=sys.stderr); return 2
-    print(f"wrote {len(files)} pages to {a.out}/ in {time.perf_counter()-t0:.0f} s; open {a.out}/index.html")
+    n = len(res["pages"])
+    print(f"built {n} pages into {a.out}/ in {time.perf_counter()-t0:.0f} s; serve it with `python -m http.server -d {a.out}` "
+          f"and open http://localhost:8000 (search needs a server; the pages also open as files)")
+    for w in res["warnings"][:20]: print(f"  mkdocs: {w}")
+    if res["errors"]:
+        print(f"unlearnkit-docs: error: {len(res['errors'])} page(s) failed (their pages show the error):", file=sys.stderr)
+        for e in res["errors"]: print(f"  {e}", file=sys.stderr)
+        return 1
     return 0

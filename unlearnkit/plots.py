@@ -6,13 +6,14 @@ Docs: https://unlearnkit.github.io/unlearnkit/api/plots.html.md"""
 
 # %% ../nbs/api/05_plots.ipynb #1ec9683b
 from __future__ import annotations
+import os
 from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 import seaborn as sns
 
 # %% auto #0
-__all__ = ['PALETTE', 'use_style', 'chance_line', 'savefig']
+__all__ = ['PALETTE', 'use_style', 'chance_line', 'savefig', 'static_views', 'explorer']
 
 # %% ../nbs/api/05_plots.ipynb #73900efd
 PALETTE = sns.color_palette("colorblind")
@@ -39,3 +40,45 @@ def savefig(fig, # a matplotlib figure
     path = Path(path).with_suffix(".png"); path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     return path
+
+# %% ../nbs/api/05_plots.ipynb #e2dc8037
+def _choices(w)->list:
+    "The values a control can take (options, or a slider's start and end), or [] for a fixed value."
+    opts = getattr(w, "options", None)
+    if opts is not None: return [o[1] if isinstance(o, tuple) and len(o) == 2 else o for o in opts]
+    if hasattr(w, "min") and hasattr(w, "max"):
+        step = getattr(w, "step", None) or 1
+        top = w.min + ((w.max - w.min) // step) * step
+        return [w.min, type(w.value)(w.min + ((top - w.min) / 2 // step) * step), top]
+    if isinstance(w, (list, tuple)): return list(w)
+    return []
+
+def static_views(controls:dict, # name -> ipywidgets control or plain value
+                 views:int=3, # how many views
+                )->list[dict]: # keyword arguments for each view
+    "The views a static page shows: the starting values, then the first control that can move, moved."
+    start = {k: (w.value if hasattr(w, "value") else (w[0] if isinstance(w, (list, tuple)) else w)) for k, w in controls.items()}
+    out = [start]
+    for k, w in controls.items():
+        others = [v for v in _choices(w) if v != start[k]]
+        if not others: continue
+        picks = others if len(others) <= views - 1 else [others[round(i * (len(others) - 1) / max(1, views - 2))] for i in range(views - 1)]
+        out += [start | {k: v} for v in picks[:views - 1]]
+        break
+    return out
+
+def explorer(fn, # called with one keyword argument per control
+             views:int=3, # views shown on a static page
+             **controls, # ipywidgets controls (or plain values), as for `ipywidgets.interactive`
+            ):
+    "`ipywidgets.interactive(fn, **controls)` in Jupyter; a few captioned views of `fn` on a static page."
+    if os.environ.get("UNLEARNKIT_STATIC_WIDGETS") != "1":
+        import ipywidgets as widgets
+        return widgets.interactive(fn, **controls)
+    from IPython.display import Markdown, display
+    vs = static_views(controls, views)
+    for i, kw in enumerate(vs):
+        display(Markdown(f"*Static view {i + 1} of {len(vs)} (in Jupyter, a live widget):* " + ", ".join(f"`{k} = {v!r}`" for k, v in kw.items())))
+        r = fn(**kw)
+        if r is not None: display(r)
+        plt.show()

@@ -12,13 +12,14 @@ from pathlib import Path
 from .core import (MARKER, ParamError, StagedDir, TargetError, Timer, check_int, check_target, device_name,
                              now_iso, provenance, read_json, results_root, set_seed, write_csv_atomic, write_json_atomic,
                              write_text_atomic)
-from .claims import check_claims, claim, claims_markdown, claims_summary, show_claims
+from .claims import check_claims, claim, claims_html, claims_markdown, claims_summary, show_claims
 
 # %% auto #0
 __all__ = ['RUNNER_PARAMS', 'PAPER_MODULES', 'METRICS_KEYS', 'KNOWN_MODELS', 'ReproError', 'reproductions_dir', 'settings_path',
            'load_settings', 'list_reproductions', 'list_presets', 'notebook_params', 'cast_param', 'paper_module',
            'check_run_params', 'resolve_params', 'Run', 'start_run', 'model_shape', 'estimate_memory', 'hub_check',
-           'preflight', 'check_metrics', 'run_reproduction', 'latest_results', 'suite_report', 'main']
+           'preflight', 'check_metrics', 'run_reproduction', 'latest_results', 'suite_report', 'suite_report_html',
+           'main']
 
 # %% ../nbs/api/90_repro.ipynb #141f2ffd
 class ReproError(ValueError):
@@ -240,19 +241,18 @@ class Run:
         "Give up: remove the staged folder (a folder staged by the runner is the runner's to remove)."
         if self.stage is not None and not self.finished:
             self.stage.abort(); _ACTIVE.pop(self.stage.final, None)
-    def finish(self, metrics:dict, claims:list[dict])->Path:
-        "Check the claims, write metrics.json (last, atomically) and, for a run staged here, move the folder into place."
+    def finish(self, metrics:dict, claims:list[dict]):
+        "Check the claims, write metrics.json (last, atomically) and, for a run staged here, move the folder into place (`self.final`)."
         check_claims(claims)
         prov = provenance(seed=self.seed, started=self.started, wall_s=self.elapsed)
         doc = dict(name=self.name, preset=self.preset, params=self.params, provenance=prov, metrics=metrics, claims=claims)
         write_json_atomic(self.dir/"metrics.json", doc)
         out = self.dir
         if self.stage is not None: out = self.stage.commit(); _ACTIVE.pop(self.stage.final, None)
-        self.finished = True
+        self.finished, self.final = True, out
         s = claims_summary(claims)
         print(f"{self.name}/{self.preset}: finished in {prov['wall_s']:.0f} s; claims: {s['held']} held, "
               f"{s['not_held']} did not hold, {s['not_settled']} not settled")
-        return out/"metrics.json"
     def __repr__(self): return f"Run({self.name}/{self.preset})"
 
 def _short(v, width=60):
@@ -426,6 +426,7 @@ class _Progress:
             h = _heading(cell.source)
             if h: self.section = h
             return
+        if "injected-parameters" in cell.metadata.get("tags", []): return   # papermill's cell is not one of the notebook's
         self.seen += 1
         if self.section and self.section != self.last:
             t = time.perf_counter() - self.t0
@@ -529,6 +530,28 @@ def suite_report(root:str|Path|None=None, # the results folder
         try: write_text_atomic(root/"REPORT.md", md + "\n")
         except OSError as e: raise ReproError(f"{root/'REPORT.md'}: cannot be written ({e.strerror}); use a writable --results folder") from None
     return md
+
+def suite_report_html(root:str|Path|None=None, # the results folder
+                      link=None, # name -> the reproduction page's address (None: no links)
+                     )->str: # a Markdown page with HTML tables
+    "The suite report for the docs site: every reproduction's latest claims, coloured, linked to its page."
+    res = latest_results(Path(root or results_root()))
+    lines = ["# Paper vs this run", "",
+             "Every reproduction's latest result: the paper's headline claims, this run's numbers, and the verdict of "
+             "the stated test. Smoke runs prove the plumbing on a small model; read their verdicts with the preset's "
+             "departures in mind.", ""]
+    if not res: return "\n".join(lines + ["No complete results yet: run `unlearnkit-repro run --all`, then rebuild the docs."]) + "\n"
+    s = claims_summary([c for m in res for c in m["claims"]])
+    lines += [f"**{s['held']}** claims held, **{s['not_held']}** did not hold, **{s['not_settled']}** were not settled "
+              f"by these runs ({len(res)} results).", ""]
+    for m in res:
+        p = m["provenance"]
+        wall = f"{p['wall_s']:.0f} s" if isinstance(p.get("wall_s"), (int, float)) else "? s"
+        title = f"[{m['name']}]({link(m['name'])})" if link else m["name"]
+        lines += [f"## {title} · {m['preset']}", "",
+                  f"{p.get('device')} · {wall} · seed {p.get('seed')} · commit {p.get('git_sha') or 'unknown'} · {p.get('started')}", "",
+                  f'<div class="uk-output" markdown="0">\n{claims_html(m["claims"])}\n</div>', ""]
+    return "\n".join(lines) + "\n"
 
 # %% ../nbs/api/90_repro.ipynb #00e3a5e5
 def _parser():
