@@ -6,12 +6,13 @@ Docs: https://unlearnkit.github.io/unlearnkit/api/evaluate.html.md"""
 
 # %% ../nbs/api/04_evaluate.ipynb #243e95cc
 from __future__ import annotations
-import inspect, re
+import contextlib, inspect, re
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .train import collate, upcast_half
+from .core import seeded
+from .train import collate, upcast_half, use_bos
 
 # %% auto #0
 __all__ = ['doc_start_id', 'token_logprobs', 'sequence_logprobs', 'text_nll', 'cache_kw', 'get_cache', 'chat_prompt', 'generate',
@@ -58,7 +59,7 @@ def sequence_logprobs(model, # a causal LM
     "Log-probability of each completion given its prompt, tokenized separately so the boundary is exact."
     if len(prompts) != len(completions): raise ValueError(f"prompts ({len(prompts)}) and completions ({len(completions)}) differ in length")
     if reduce not in ("sum", "mean"): raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
-    if add_bos is None: add_bos = bool(getattr(tok, "add_bos_token", False)) and tok.bos_token_id is not None
+    add_bos = use_bos(tok, add_bos)   # the suite's one BOS rule (train.use_bos)
     exs = []
     for p, c in zip(prompts, completions):
         pi = tok(p, add_special_tokens=False)["input_ids"] if p else []
@@ -126,20 +127,23 @@ def generate(model, # a causal LM
     "Complete a list of prompts in batches; returns the generated text only."
     if max_new_tokens < 1: raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if num_return_sequences < 1: raise ValueError(f"num_return_sequences must be >= 1, got {num_return_sequences}")
-    if seed is not None: torch.manual_seed(seed)
-    if add_bos is None: add_bos = bool(getattr(tok, "add_bos_token", False)) and tok.bos_token_id is not None
+    add_bos = use_bos(tok, add_bos)   # the suite's one BOS rule (train.use_bos)
     if chat: prompts = [chat_prompt(tok, p) for p in prompts]
     pad = _pad_id(tok); out = []
     kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_return_sequences=num_return_sequences, pad_token_id=pad)
     if do_sample: kw.update(temperature=temperature, top_p=top_p, top_k=0)
     if min_new_tokens: kw["min_new_tokens"] = min_new_tokens
-    for i in _batches(len(prompts), batch_size, progress, "generate"):
-        ids = [([tok.bos_token_id] if add_bos else []) + tok(p, add_special_tokens=False)["input_ids"] for p in prompts[i:i+batch_size]]
-        b = collate([dict(input_ids=x) for x in ids], pad_id=pad, side="left")
-        g = model.generate(input_ids=b["input_ids"].to(model.device), attention_mask=b["attention_mask"].to(model.device), **kw)
-        texts = tok.batch_decode(g[:, b["input_ids"].shape[1]:], skip_special_tokens=True)
-        if num_return_sequences > 1: texts = [texts[j:j+num_return_sequences] for j in range(0, len(texts), num_return_sequences)]
-        out.extend(texts)
+    # sampling draws from torch's global generator (model.generate has no generator argument): seed it for this call
+    # only, and leave the caller's generators as they were
+    ctx = seeded(seed) if seed is not None else contextlib.nullcontext()
+    with ctx:
+        for i in _batches(len(prompts), batch_size, progress, "generate"):
+            ids = [([tok.bos_token_id] if add_bos else []) + tok(p, add_special_tokens=False)["input_ids"] for p in prompts[i:i+batch_size]]
+            b = collate([dict(input_ids=x) for x in ids], pad_id=pad, side="left")
+            g = model.generate(input_ids=b["input_ids"].to(model.device), attention_mask=b["attention_mask"].to(model.device), **kw)
+            texts = tok.batch_decode(g[:, b["input_ids"].shape[1]:], skip_special_tokens=True)
+            if num_return_sequences > 1: texts = [texts[j:j+num_return_sequences] for j in range(0, len(texts), num_return_sequences)]
+            out.extend(texts)
     return out
 
 # %% ../nbs/api/04_evaluate.ipynb #b19bde19

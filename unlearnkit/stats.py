@@ -13,8 +13,8 @@ import numpy as np
 from scipy import stats as _st
 
 # %% auto #0
-__all__ = ['TestResult', 'binom_summary', 'binom_test', 'paired_bootstrap', 'permutation_test', 'trend_test', 'tost_binomial',
-           'tost_paired']
+__all__ = ['MIN_BOOTSTRAP_N', 'TestResult', 'binom_summary', 'binom_test', 'paired_bootstrap', 'permutation_test', 'trend_test',
+           'tost_binomial', 'tost_paired']
 
 # %% ../nbs/api/00a_stats.ipynb #625bcc4c
 @dataclass
@@ -76,6 +76,13 @@ def binom_test(k:int, # successes
 def _resamples(rng, n, n_resamples):
     return rng.integers(0, n, size=(n_resamples, n))
 
+MIN_BOOTSTRAP_N = 5   # below this, resampling n items gives so few distinct means that its p-value means nothing
+
+def _too_few(test, d, alternative, conf, **extra):
+    "The result of a bootstrap on too few items: the effect, and no interval or p (a claim it decides stays open)."
+    return TestResult(test, d.size, float(d.mean()) if d.size else float("nan"), (float("nan"), float("nan")), float("nan"),
+                      alternative, conf, dict(extra, note=f"n={d.size} < {MIN_BOOTSTRAP_N}: too few items to bootstrap"))
+
 def paired_bootstrap(x, # per-item scores of the first condition (the one the claim says is larger)
                      y=None, # per-item scores of the second condition, same items in the same order (None: test x against 0)
                      alternative:str="greater", # "greater": mean(x - y) > 0; "less"; "two-sided"
@@ -87,6 +94,7 @@ def paired_bootstrap(x, # per-item scores of the first condition (the one the cl
     _check_alt(alternative)
     d = _as_1d(x, "x") if y is None else _as_1d(x, "x") - _as_1d(y, "y") if len(np.ravel(x)) == len(np.ravel(y)) else None
     if d is None: raise ValueError(f"x and y must have the same length (paired items), got {len(np.ravel(x))} and {len(np.ravel(y))}")
+    if d.size < MIN_BOOTSTRAP_N: return _too_few(f"paired bootstrap, {n_resamples} resamples", d, alternative, conf)
     rng = np.random.default_rng(seed)
     means = d[_resamples(rng, d.size, n_resamples)].mean(1)
     lo, hi = np.quantile(means, [(1 - conf) / 2, (1 + conf) / 2])
@@ -192,6 +200,7 @@ def tost_paired(x, # per-item scores of one condition
     "Bootstrap two-one-sided-tests equivalence of a mean (paired) difference with 0 within ± `margin`."
     if not margin > 0: raise ValueError(f"margin must be > 0, got {margin}")
     d = _as_1d(x, "x") if y is None else _as_1d(x, "x") - _as_1d(y, "y")
+    if d.size < MIN_BOOTSTRAP_N: return _too_few(f"TOST, paired bootstrap, margin ±{margin}, {n_resamples} resamples", d, "equivalent", 1 - 2 * alpha, margin=margin)
     rng = np.random.default_rng(seed)
     means = d[_resamples(rng, d.size, n_resamples)].mean(1)
     p_lo = (1 + (means <= -margin).sum()) / (n_resamples + 1)   # evidence against "difference <= -margin"
