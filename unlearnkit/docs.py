@@ -124,6 +124,7 @@ def _nbdev_process(nb, root):
     for c in raw["cells"]:
         src = "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
         if c["cell_type"] == "raw": continue                 # nbdev's front matter: the title comes from page_meta
+        if c["cell_type"] == "markdown": src = re.sub(r"^#\|.*(\n|$)", "", src, flags=re.M)   # `#| export` overviews
         if c["cell_type"] == "code":
             tags = set(c.get("metadata", {}).get("tags", []))
             if re.search(r"^#\|\s*echo:\s*false", src, re.M): tags.add("remove_input")
