@@ -34,10 +34,12 @@ def main(argv=None):
     from unlearnkit.models import load_lm, n_params
     from unlearnkit.evaluate import generate
     from unlearnkit.passn import sample_answers
+    from unlearnkit.train import use_bos
 
     model, tok = load_lm(a.model, device=a.device)
     dev = next(model.parameters()).device
-    pids = [tok(a.prompt, add_special_tokens=False)["input_ids"]]
+    # the same tokens generate() feeds the model: BOS by the suite's one rule (train.use_bos), then the prompt
+    pids = [([tok.bos_token_id] if use_bos(tok) else []) + tok(a.prompt, add_special_tokens=False)["input_ids"]]
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
 
     # warm-up (first calls allocate and compile kernels)
