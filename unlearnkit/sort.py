@@ -33,8 +33,6 @@ __all__ = ['ITEM_FIELDS', 'PROMPTS', 'SCORINGS', 'CONDITIONS', 'BOOKSORT_BOOKS',
            'plot_accuracy', 'plot_label_bias', 'sort_departures', 'sort_claims']
 
 # %% ../nbs/api/10_sort.ipynb #1081abb6
-def _is_int(v)->bool: return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
 def _edges(le:int, ls:int)->list[int]:
     if le < 5000: return [ls, le // 4, le // 3, le // 2, int(le // 1.25)]
     return [ls, 1000, le // 4, le // 2, int(le // 1.25)]
@@ -52,8 +50,7 @@ def distance_bins(excerpt_len:int, # L_E: excerpt length in words
                   segment_len:int, # L_S: segment length in words
                  )->list[int]: # the 5 bin edges; bin i holds edges[i] < D <= edges[i+1]
     "The paper's segment-distance bin edges for one (L_E, L_S)."
-    need(_is_int(excerpt_len) and excerpt_len >= 1, "excerpt_len", excerpt_len, "an int >= 1 (words)")
-    need(_is_int(segment_len) and segment_len >= 1, "segment_len", segment_len, "an int >= 1 (words)")
+    check_int(dict(excerpt_len=excerpt_len), "excerpt_len", lo=1); check_int(dict(segment_len=segment_len), "segment_len", lo=1)
     why = _bins_problem(int(excerpt_len), int(segment_len))
     need(why is None, "segment_len", segment_len, why)
     return _edges(int(excerpt_len), int(segment_len))
@@ -110,9 +107,9 @@ def make_sort_items(text:str, # the book: plain text, words separated by whitesp
                    ):
     "Sample SORT items (excerpts and counterbalanced segment pairs in every distance bin) from a text."
     excerpt_lengths, segment_lengths = check_lengths(excerpt_lengths, segment_lengths)
-    need(_is_int(n_excerpts) and n_excerpts >= 2 and n_excerpts % 2 == 0, "n_excerpts", n_excerpts,
-         "an even int >= 2 (answers are counterbalanced)")
-    need(_is_int(seed) and seed >= 0, "seed", seed, "an int >= 0")
+    check_int(dict(n_excerpts=n_excerpts), "n_excerpts", lo=2)
+    need(n_excerpts % 2 == 0, "n_excerpts", n_excerpts, "an even int >= 2 (answers are counterbalanced)")
+    check_int(dict(seed=seed), "seed", lo=0)
     words = text.split()
     need(len(words) >= max(excerpt_lengths), "excerpt_lengths", excerpt_lengths,
          f"lengths up to the text's {len(words)} words")
@@ -121,9 +118,12 @@ def make_sort_items(text:str, # the book: plain text, words separated by whitesp
     rows = []
     for le in excerpt_lengths:
         rng = np.random.default_rng([seed, le])
-        cands = starts_all[starts_all + le <= len(words)]
-        kept = []   # (excerpt start, {(ls, bin): (a, b)})
-        for s in rng.permutation(cands):
+        # the paper's draw: a uniform word position, moved back to the start of its sentence (without repeats here)
+        drawn = starts_all[np.searchsorted(starts_all, rng.permutation(len(words) - le + 1), side="right") - 1]
+        kept, seen = [], set()   # (excerpt start, {(ls, bin): (a, b)})
+        for s in drawn:
+            if s in seen: continue
+            seen.add(s)
             rel = starts_all[(starts_all >= s) & (starts_all < s + le)] - s
             pairs, ok = {}, True
             for ls in segment_lengths:
@@ -316,7 +316,7 @@ def score_ab(model, # a causal LM
              desc:str="score", # the bar's label
             )->dict: # "logsumexp" and "official": (N, n_labels) log p(label) for each prompt under each rule
     "Log-probabilities of the answer labels at the end of each prompt, by both rules, batched, with shared-prefix reuse."
-    need(_is_int(batch_size) and batch_size >= 1, "batch_size", batch_size, "an int >= 1")
+    check_int(dict(batch_size=batch_size), "batch_size", lo=1)
     enc = _encode(tok, prompts)
     max_len = max_len or getattr(model.config, "max_position_embeddings", None)
     too_long = [i for i, x in enumerate(enc) if max_len and len(x) > max_len]
@@ -357,8 +357,8 @@ def book_passages(text:str, # the book
                  )->BM25: # a BM25 index over the passages, with their start words
     "Cut a book into overlapping word passages and index them with BM25."
     stride = stride or max(1, size // 2)
-    need(_is_int(size) and size >= 1, "passage_words", size, "an int >= 1")
-    need(_is_int(stride) and 1 <= stride <= size, "passage_stride", stride, f"an int from 1 to passage_words={size}")
+    check_int(dict(passage_words=size), "passage_words", lo=1); check_int(dict(passage_stride=stride), "passage_stride", lo=1)
+    need(stride <= size, "passage_stride", stride, f"an int from 1 to passage_words={size}")
     w = text.split()
     if not w: raise ValueError("the book is empty: nothing to index")
     starts = list(range(0, max(1, len(w) - size + stride), stride))
