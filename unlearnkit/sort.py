@@ -21,7 +21,7 @@ from .stats import binom_summary, binom_test, permutation_test, tost_binomial, t
 from .claims import claim, tested_claim
 from .plots import PALETTE, chance_line
 from .data import BM25, list_plays, load_hub_dataset, load_play, word_chunks
-from .train import lm_examples, pad_id, train, use_bos
+from .train import lm_examples, pad_id, train, upcast_half, use_bos
 from .evaluate import cache_kw, chat_prompt, get_cache
 
 # %% auto #0
@@ -292,7 +292,7 @@ def _last_logits(model, ids:list[list[int]], cache, L:int, pad:int)->torch.Tenso
         mask = torch.cat([torch.ones((B, L), dtype=torch.long), mask], 1)
     pos = (L + mask[:, L:].cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), logits_to_keep=1, **kw)
-    return out.logits[:, -1].float()
+    return upcast_half(out.logits[:, -1])
 
 def _chunks(idx:list[int], n:list[int], batch_size:int, spread:float=1.25)->list[list[int]]:
     "Cut indices (sorted by length `n`) into batches of at most `batch_size` whose longest is at most `spread` times the shortest."
