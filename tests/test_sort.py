@@ -95,10 +95,23 @@ def test_booksort_limits():
 
 def test_gpu_preset_fails_fast_offline(monkeypatch):
     import datasets
+    monkeypatch.delenv("UNLEARNKIT_STANDINS", raising=False)   # the hub path, not a stand-in
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1"); monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(ConnectionError, match="cannot reach the Hugging Face hub"):
         load_booksort([250], [20])
+
+def test_gpu_data_path_reads_booksort_in_its_hub_layout(tmp_path, monkeypatch):
+    "The gpu preset's data code on the stand-in of memari/booksort (the real schema): items in this module's schema, filtered."
+    from unlearnkit.standins import make_dataset_standin
+    make_dataset_standin("memari/booksort", tmp_path)
+    monkeypatch.setenv("UNLEARNKIT_STANDINS", str(tmp_path))
+    items = load_booksort([250, 1000], [20], max_excerpt_idx=2, books=[69087])
+    assert len(items) == 2 * 2 and {(r["excerpt_length"], r["segment_length"], r["book"]) for r in items} == {(250, 20, "69087"), (1000, 20, "69087")}
+    for r in items:
+        words = r["excerpt"].split()
+        assert r["seg_a"] == " ".join(words[r["pos_a"]: r["pos_a"] + 20]) and r["seg_b"] == " ".join(words[r["pos_b"]: r["pos_b"] + 20])
+        assert r["answer"] == ("A" if r["pos_a"] < r["pos_b"] else "B") and r["distance"] == abs(r["pos_b"] - r["pos_a"])
 
 TEXT = " ".join(f"Line{i} goes here now." for i in range(400))   # 1600 words, a sentence every 4 words
 
