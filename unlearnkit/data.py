@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+from scipy import sparse
+
 from .core import standin
 
 # %% auto #0
-__all__ = ['Scene', 'Play', 'list_plays', 'load_play', 'split_sentences', 'word_chunks', 'load_hub_dataset']
+__all__ = ['Scene', 'Play', 'list_plays', 'load_play', 'split_sentences', 'word_chunks', 'load_hub_dataset', 'BM25']
 
 # %% ../nbs/api/02_data.ipynb #1fb56246
 @dataclass
@@ -154,3 +157,43 @@ def load_hub_dataset(path:str, # hub dataset id, e.g. "memari/booksort"
             raise ConnectionError(f"could not download the hub dataset {path!r}: this machine cannot reach the "
                                   "Hugging Face hub. The `gpu` presets need network access; the `smoke` presets run offline.") from e
         raise
+
+# %% ../nbs/api/02_data.ipynb #385ea4e4
+def _terms(s:str)->list[str]: return re.findall(r"[a-z0-9']+", s.lower())
+
+@dataclass
+class BM25:
+    "A small BM25 index over passages (NumPy + scipy.sparse)."
+    passages: list[str] # the passages' texts
+    starts: list[int] = field(default_factory=list) # optional: each passage's first word in the source text
+    k1: float = 1.5 # term-frequency saturation
+    b: float = 0.75 # length normalisation
+    def __post_init__(self):
+        if not self.passages: raise ValueError("BM25 needs at least one passage")
+        if self.starts and len(self.starts) != len(self.passages):
+            raise ValueError(f"starts has {len(self.starts)} entries for {len(self.passages)} passages")
+        docs = [_terms(p) for p in self.passages]
+        self.vocab = {w: i for i, w in enumerate(sorted({w for d in docs for w in d}))}
+        r, c, v = [], [], []
+        for i, d in enumerate(docs):
+            cnt = {}
+            for w in d: cnt[w] = cnt.get(w, 0) + 1
+            for w, n in cnt.items(): r.append(i); c.append(self.vocab[w]); v.append(n)
+        tf = sparse.coo_matrix((np.array(v, float), (np.array(r, int), np.array(c, int))), shape=(len(docs), len(self.vocab)))
+        dl = np.array([len(d) for d in docs], float); avg = max(dl.mean(), 1.0)
+        df = np.bincount(tf.col, minlength=len(self.vocab))
+        self.idf = np.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+        denom = tf.data + self.k1 * (1 - self.b + self.b * dl[tf.row] / avg)
+        self.w = sparse.csr_matrix((tf.data * (self.k1 + 1) / denom * self.idf[tf.col], (tf.row, tf.col)), shape=tf.shape)
+    def __repr__(self): return f"BM25({len(self.passages)} passages, {len(self.vocab)} terms)"
+    def scores(self, query:str)->np.ndarray:
+        "BM25 score of every passage for a query."
+        q = np.zeros(len(self.vocab))
+        for t in _terms(query):
+            if t in self.vocab: q[self.vocab[t]] += 1
+        return np.asarray(self.w @ q).ravel()
+    def search(self, query:str, k:int=1)->list[int]:
+        "Indices of the top-k passages, best first (ties broken by position)."
+        if k < 1: raise ValueError(f"k must be >= 1, got {k}")
+        s = self.scores(query)
+        return [int(i) for i in np.lexsort((np.arange(len(s)), -s))[:k]]

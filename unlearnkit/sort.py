@@ -7,36 +7,53 @@ Docs: https://unlearnkit.github.io/unlearnkit/api/sort.html.md"""
 
 # %% ../nbs/api/10_sort.ipynb #721f7637
 from __future__ import annotations
-import inspect, math, re, warnings
-from dataclasses import dataclass, field
+import copy, math, re, time, warnings
+from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from scipy import stats as _st
 from tqdm.auto import tqdm
 
-from .evaluate import chat_prompt
-from .train import upcast_half
+from .core import check_float, check_int, check_list, check_choice, check_str, need, ParamError
+from .stats import binom_summary, binom_test, permutation_test, tost_binomial, trend_test
+from .claims import claim, tested_claim
+from .plots import PALETTE, chance_line
+from .data import BM25, list_plays, load_hub_dataset, load_play, word_chunks
+from .train import lm_examples, pad_id, train, upcast_half, use_bos
+from .evaluate import cache_kw, chat_prompt, get_cache
 
 # %% auto #0
-__all__ = ['ITEM_FIELDS', 'PROMPTS', 'CONDITIONS', 'distance_bins', 'bin_of', 'sentence_starts', 'make_sort_items', 'SortPrompt',
-           'sort_prompt', 'answer_token_ids', 'score_ab', 'BM25', 'book_passages', 'retrieve_context', 'run_condition',
-           'binom_summary', 'summarize', 'finetune_on_text', 'booksort_item', 'load_booksort', 'check_params',
-           'plot_accuracy', 'sort_claims']
+__all__ = ['ITEM_FIELDS', 'PROMPTS', 'SCORINGS', 'CONDITIONS', 'BOOKSORT_BOOKS', 'BOOKSORT_LENGTHS', 'PARAMS', 'distance_bins',
+           'bin_of', 'sentence_starts', 'check_lengths', 'make_sort_items', 'position_uniformity', 'SortPrompt',
+           'sort_prompt', 'answer_token_ids', 'label_logprobs', 'ab_answer', 'score_ab', 'book_passages',
+           'retrieve_context', 'run_condition', 'summarize', 'sort_tables', 'finetune_on_text', 'booksort_item',
+           'load_booksort', 'play_text', 'SortData', 'load_sort_data', 'run_conditions', 'check_params',
+           'plot_accuracy', 'plot_label_bias', 'sort_departures', 'sort_claims']
 
 # %% ../nbs/api/10_sort.ipynb #1081abb6
+def _edges(le:int, ls:int)->list[int]:
+    if le < 5000: return [ls, le // 4, le // 3, le // 2, int(le // 1.25)]
+    return [ls, 1000, le // 4, le // 2, int(le // 1.25)]
+
+def _bins_problem(le:int, ls:int)->str|None:
+    "Why (L_E, L_S) has no four distance bins (the allowed values, in words), or None when it has."
+    if ls >= le: return f"segment lengths shorter than the excerpt length {le}"
+    e = _edges(le, ls)
+    if any(b <= a for a, b in zip(e, e[1:])):
+        return (f"segment lengths below {e[1]} for the excerpt length {le}: the paper's bin edges {e} must increase "
+                f"(the formula needs L_E >= 4*L_S + 4; L_E >= 5*L_S fills every bin)")
+    return None
+
 def distance_bins(excerpt_len:int, # L_E: excerpt length in words
                   segment_len:int, # L_S: segment length in words
                  )->list[int]: # the 5 bin edges; bin i holds edges[i] < D <= edges[i+1]
     "The paper's segment-distance bin edges for one (L_E, L_S)."
-    if segment_len < 1: raise ValueError(f"segment_lengths must be >= 1 word, got {segment_len}")
-    if segment_len >= excerpt_len:
-        raise ValueError(f"segment_lengths ({segment_len}) must be shorter than excerpt_lengths ({excerpt_len})")
-    if excerpt_len < 5000: edges = [segment_len, excerpt_len//4, excerpt_len//3, excerpt_len//2, int(excerpt_len//1.25)]
-    else: edges = [segment_len, 1000, excerpt_len//4, excerpt_len//2, int(excerpt_len//1.25)]
-    if any(b <= a for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"segment_lengths={segment_len} is too long for excerpt_lengths={excerpt_len}: the bin edges "
-                         f"{edges} must increase (the paper's formula needs L_E >= 4*L_S + 4; L_E >= 5*L_S fills every bin)")
-    return edges
+    check_int(dict(excerpt_len=excerpt_len), "excerpt_len", lo=1); check_int(dict(segment_len=segment_len), "segment_len", lo=1)
+    why = _bins_problem(int(excerpt_len), int(segment_len))
+    need(why is None, "segment_len", segment_len, why)
+    return _edges(int(excerpt_len), int(segment_len))
 
 def bin_of(distance:int, # D = |start(S2) - start(S1)| in words
            edges:list[int], # from `distance_bins`
@@ -58,6 +75,21 @@ def sentence_starts(words:list[str], # the text's words
 ITEM_FIELDS = ("item_id", "book", "title", "excerpt_length", "segment_length", "excerpt_idx", "excerpt_start",
                "excerpt", "bin", "bin_lo", "bin_hi", "seg_a", "seg_b", "pos_a", "pos_b", "distance", "answer")
 
+def _as_list(v): return list(v) if isinstance(v, (tuple, np.ndarray, range)) else v
+
+def check_lengths(excerpt_lengths:list[int], # L_E values, in words
+                  segment_lengths:list[int], # L_S values, in words
+                 )->tuple[list[int], list[int]]: # the two lists, checked
+    "Both length lists: non-empty lists of distinct positive ints, and every (L_E, L_S) with four distance bins."
+    p = dict(excerpt_lengths=_as_list(excerpt_lengths), segment_lengths=_as_list(segment_lengths))
+    le = check_list(p, "excerpt_lengths", int, lo=1, unique=True)
+    ls = check_list(p, "segment_lengths", int, lo=1, unique=True)
+    for a in le:
+        for b in ls:
+            why = _bins_problem(a, b)
+            need(why is None, "segment_lengths", ls, why)
+    return [int(x) for x in le], [int(x) for x in ls]
+
 def _pairs_in_bin(starts, lo, hi):
     "All (a, b) with a < b from `starts` and lo < b - a <= hi."
     d = starts[None, :] - starts[:, None]
@@ -71,23 +103,27 @@ def make_sort_items(text:str, # the book: plain text, words separated by whitesp
                     seed:int=0, # seeds every draw
                     book:str="book", # a short id of the text
                     title:str="the book", # the title the prompt names
-                    as_dataset:bool=True, # return a `datasets.Dataset` (else a list of dicts)
+                    as_dataset:bool=False, # return a `datasets.Dataset` (else a list of dicts)
                    ):
     "Sample SORT items (excerpts and counterbalanced segment pairs in every distance bin) from a text."
-    excerpt_lengths, segment_lengths = [int(x) for x in excerpt_lengths], [int(x) for x in segment_lengths]
-    if not excerpt_lengths or not segment_lengths: raise ValueError("excerpt_lengths and segment_lengths must be non-empty")
-    if n_excerpts < 2 or n_excerpts % 2: raise ValueError(f"n_excerpts must be an even number >= 2 (counterbalancing), got {n_excerpts}")
+    excerpt_lengths, segment_lengths = check_lengths(excerpt_lengths, segment_lengths)
+    check_int(dict(n_excerpts=n_excerpts), "n_excerpts", lo=2)
+    need(n_excerpts % 2 == 0, "n_excerpts", n_excerpts, "an even int >= 2 (answers are counterbalanced)")
+    check_int(dict(seed=seed), "seed", lo=0)
     words = text.split()
-    if len(words) < max(excerpt_lengths):
-        raise ValueError(f"the text has {len(words)} words, shorter than the longest excerpt (excerpt_lengths={excerpt_lengths})")
-    edges = {(le, ls): distance_bins(le, ls) for le in excerpt_lengths for ls in segment_lengths}  # validates first
+    need(len(words) >= max(excerpt_lengths), "excerpt_lengths", excerpt_lengths,
+         f"lengths up to the text's {len(words)} words")
+    edges = {(le, ls): _edges(le, ls) for le in excerpt_lengths for ls in segment_lengths}
     starts_all = sentence_starts(words)
     rows = []
     for le in excerpt_lengths:
         rng = np.random.default_rng([seed, le])
-        cands = starts_all[starts_all + le <= len(words)]
-        kept = []   # (excerpt start, {(ls, bin): (a, b)})
-        for s in rng.permutation(cands):
+        # the paper's draw: a uniform word position, moved back to the start of its sentence (without repeats here)
+        drawn = starts_all[np.searchsorted(starts_all, rng.permutation(len(words) - le + 1), side="right") - 1]
+        kept, seen = [], set()   # (excerpt start, {(ls, bin): (a, b)})
+        for s in drawn:
+            if s in seen: continue
+            seen.add(s)
             rel = starts_all[(starts_all >= s) & (starts_all < s + le)] - s
             pairs, ok = {}, True
             for ls in segment_lengths:
@@ -112,15 +148,36 @@ def make_sort_items(text:str, # the book: plain text, words separated by whitesp
                     first, second = pairs[(ls, b)]
                     pa, pb = (first, second) if lab[xi] == 0 else (second, first)
                     seg = lambda p: " ".join(words[s + p: s + p + ls])
-                    rows.append(dict(book=book, title=title, excerpt_length=le, segment_length=ls, excerpt_idx=xi,
-                                     excerpt_start=s, excerpt=" ".join(words[s:s + le]), bin=b, bin_lo=edges[(le, ls)][b],
-                                     bin_hi=edges[(le, ls)][b+1], seg_a=seg(pa), seg_b=seg(pb), pos_a=pa, pos_b=pb,
-                                     distance=abs(pb - pa), answer="A" if pa < pb else "B"))
-    for i, r in enumerate(rows): r["item_id"] = f"{book}/{r['excerpt_length']}/{r['segment_length']}/{r['excerpt_idx']}/{r['bin']}"
-    rows = [{k: r[k] for k in ITEM_FIELDS} for r in rows]
+                    rows.append(dict(item_id=f"{book}/{le}/{ls}/{xi}/{b}", book=book, title=title, excerpt_length=le,
+                                     segment_length=ls, excerpt_idx=xi, excerpt_start=s, excerpt=" ".join(words[s:s + le]),
+                                     bin=b, bin_lo=edges[(le, ls)][b], bin_hi=edges[(le, ls)][b+1], seg_a=seg(pa),
+                                     seg_b=seg(pb), pos_a=pa, pos_b=pb, distance=abs(pb - pa), answer="A" if pa < pb else "B"))
     if not as_dataset: return rows
-    import datasets
+    import datasets   # only for callers who want a Dataset: importing it costs seconds
     return datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({k: [] for k in ITEM_FIELDS})
+
+# %% ../nbs/api/10_sort.ipynb #e06e8d7a
+def position_uniformity(items:list[dict], # SORT items
+                        n_words:int|None=None, # the book's length in words (None: skip the excerpt test, as for Book-SORT)
+                       )->list[dict]: # one row per test: positions, lengths, n, KS statistic, p
+    "The paper's Kolmogorov-Smirnov checks that excerpt starts and segment starts are uniformly drawn."
+    out = []
+    for le in sorted({r["excerpt_length"] for r in items}):
+        rs = [r for r in items if r["excerpt_length"] == le]
+        starts = sorted({(r["book"], r["excerpt_idx"], r["excerpt_start"]) for r in rs})
+        if n_words and all(s >= 0 for *_, s in starts) and n_words > le:
+            t = _st.kstest([s for *_, s in starts], _st.uniform(loc=0, scale=n_words - le).cdf)
+            out.append(dict(positions="excerpt starts", excerpt_length=le, segment_length=None, n=len(starts),
+                            ks=float(t.statistic), p=float(t.pvalue)))
+        for ls in sorted({r["segment_length"] for r in rs}):
+            cell = [r for r in rs if r["segment_length"] == ls]
+            pool = []
+            for r in cell:   # every sentence start this item's segments could have taken
+                st = sentence_starts(r["excerpt"].split()); pool.extend(st[st + ls <= le].tolist())
+            t = _st.kstest([r["pos_a"] for r in cell], pool)
+            out.append(dict(positions="segment starts (A)", excerpt_length=le, segment_length=ls, n=len(cell),
+                            ks=float(t.statistic), p=float(t.pvalue)))
+    return out
 
 # %% ../nbs/api/10_sort.ipynb #6da4b8c9
 @dataclass(frozen=True)
@@ -144,8 +201,15 @@ PROMPTS = {
 
 def _prompt_of(prompt):
     if isinstance(prompt, SortPrompt): return prompt
-    if prompt not in PROMPTS: raise ValueError(f"prompt must be one of {sorted(PROMPTS)} or a SortPrompt, got {prompt!r}")
+    need(prompt in PROMPTS, "prompt", prompt, f"one of {', '.join(map(repr, PROMPTS))} or a SortPrompt")
     return PROMPTS[prompt]
+
+def _separate_space(tok)->bool:
+    "The paper's check: does the tokenizer give every space its own token (then the answer prefix ends in a space)?"
+    s = "This is a test to see how a tokenizer tokenizes tokens"
+    sp = tok.encode(" ", add_special_tokens=False)
+    if not sp: return False
+    return sum(t == sp[-1] for t in tok.encode(s, add_special_tokens=False)) == s.count(" ")
 
 def sort_prompt(tok, # the model's tokenizer (its chat template is used when it has one)
                 item:dict, # a SORT item (`make_sort_items` row)
@@ -166,69 +230,93 @@ def sort_prompt(tok, # the model's tokenizer (its chat template is used when it 
     except Exception:   # some chat templates (Mistral, Gemma) refuse a system turn: put it in the user turn
         return chat_prompt(tok, p.system + "\n\n" + user, system=None, answer_prefix=prefix)
 
-def _separate_space(tok)->bool:
-    "The paper's check: does the tokenizer give every space its own token (then the answer prefix ends in a space)?"
-    s = "This is a test to see how a tokenizer tokenizes tokens"
-    sp = tok.encode(" ", add_special_tokens=False)
-    if not sp: return False
-    return sum(t == sp[-1] for t in tok.encode(s, add_special_tokens=False)) == s.count(" ")
-
 # %% ../nbs/api/10_sort.ipynb #f7439f4e
+SCORINGS = ("official", "logsumexp")
+
 def answer_token_ids(tok, # the tokenizer
                      labels:tuple=("A", "B"), # the labels
-                    )->list[list[int]]: # for each label, the ids of its spellings ("A", " A" as after "Segment")
-    "Token ids that spell each label, with and without a leading space."
+                    )->list[list[int]]: # for each label, its spellings' ids in the paper's order: "A", then " A" (as after "Segment")
+    "Token ids that spell each label, in the official code's order of preference."
     out = []
     for l in labels:
-        ids = {tok.encode(l, add_special_tokens=False)[-1], tok.encode(f"Segment {l}", add_special_tokens=False)[-1]}
-        out.append(sorted(ids))
+        out.append(list(dict.fromkeys([tok.encode(l, add_special_tokens=False)[-1],
+                                       tok.encode(f"Segment {l}", add_special_tokens=False)[-1]])))
     if set(out[0]) & set(out[1]): raise ValueError(f"labels {labels} share a token: choose distinct labels")
     return out
 
-def _encode(tok, prompts):
-    special = not bool(getattr(tok, "chat_template", None))   # a chat template already writes BOS where needed
-    return [tok(p, add_special_tokens=special)["input_ids"] for p in prompts]
+def label_logprobs(lp:torch.Tensor, # (B, V) next-token log-probabilities
+                   ans:list[list[int]], # `answer_token_ids`
+                   top_k:int=20, # the official rule looks for a label among the k most likely tokens
+                  )->tuple[np.ndarray, np.ndarray]: # (logsumexp, official), each (B, n_labels); official is -inf for a miss
+    "Each label's log-probability under our rule (log-sum-exp of its spellings) and the paper's (first spelling in the top k)."
+    ours = torch.stack([torch.logsumexp(lp[:, ids], -1) for ids in ans], -1)
+    kth = torch.topk(lp, min(top_k, lp.shape[-1]), -1).values[:, -1:]
+    off = torch.full(ours.shape, float("-inf"), dtype=lp.dtype, device=lp.device)
+    for k, ids in enumerate(ans):
+        for i in reversed(ids):   # the first spelling in the top k wins: write the later ones first
+            v = lp[:, i]; off[:, k] = torch.where(v >= kth[:, 0], v, off[:, k])
+    return ours.cpu().numpy().astype(float), off.cpu().numpy().astype(float)
+
+def ab_answer(lp_a:float, # log p(A) under a rule
+              lp_b:float, # log p(B)
+             )->str: # "A", "B", or "X" when neither label has a log-probability
+    "The answer a pair of label log-probabilities gives: the larger (A on a tie); 'X' when both are missing."
+    if not np.isfinite(lp_a) and not np.isfinite(lp_b): return "X"
+    return "A" if lp_a >= lp_b else "B"
+
+# %% ../nbs/api/10_sort.ipynb #a6db2006
+def _encode(tok, prompts:list[str])->list[list[int]]:
+    "Token ids of full prompts."
+    # A prompt written by the chat template already holds the template's BOS, so it is tokenized as it is (the
+    # paper's code hands the template's text to vLLM, which may add a second BOS); a plain prompt follows the
+    # suite's one BOS rule, `train.use_bos`.
+    if getattr(tok, "chat_template", None): return [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    bos = [tok.bos_token_id] if use_bos(tok) else []
+    return [bos + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
 
 def _lcp(a, b):
     n = min(len(a), len(b)); i = 0
     while i < n and a[i] == b[i]: i += 1
     return i
 
-def _cache_kw(model):
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-def _last_logits(model, ids:list[list[int]], prefix:list[int]|None, pad_id:int)->torch.Tensor:
-    "Logits at the last position of each sequence (left-padded), after an optional shared prefix."
+def _last_logits(model, ids:list[list[int]], cache, L:int, pad:int)->torch.Tensor:
+    "Logits at the last position of each sequence (left-padded), after a shared prefix of L tokens held in `cache` (or none)."
     dev = next(model.parameters()).device
     S = max(len(x) for x in ids); B = len(ids)
-    inp = torch.full((B, S), pad_id, dtype=torch.long); mask = torch.zeros((B, S), dtype=torch.long)
+    inp = torch.full((B, S), pad, dtype=torch.long); mask = torch.zeros((B, S), dtype=torch.long)
     for i, x in enumerate(ids): inp[i, S-len(x):] = torch.tensor(x); mask[i, S-len(x):] = 1
     kw = {}
-    L = len(prefix) if prefix else 0
     if L:
-        out = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True)
-        cache = getattr(out, "cache", None) or out.past_key_values
         cache.batch_repeat_interleave(B)
-        kw[_cache_kw(model)] = cache
+        kw[cache_kw(model)] = cache
         mask = torch.cat([torch.ones((B, L), dtype=torch.long), mask], 1)
     pos = (L + mask[:, L:].cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), logits_to_keep=1, **kw)
     return upcast_half(out.logits[:, -1])
 
+def _chunks(idx:list[int], n:list[int], batch_size:int, spread:float=1.25)->list[list[int]]:
+    "Cut indices (sorted by length `n`) into batches of at most `batch_size` whose longest is at most `spread` times the shortest."
+    out = []
+    for i in idx:
+        if out and len(out[-1]) < batch_size and n[i] <= spread * n[out[-1][0]]: out[-1].append(i)
+        else: out.append([i])
+    return out
+
 @torch.inference_mode()
 def score_ab(model, # a causal LM
              tok, # its tokenizer
              prompts:list[str], # full prompts ending right before the answer letter (`sort_prompt`)
-             groups:list|None=None, # a key per prompt; prompts of one group may share a prefix (e.g. the excerpt)
+             groups:list|None=None, # a key per prompt; the prompts of one group share their common prefix (e.g. the excerpt)
              labels:tuple=("A", "B"), # the labels to compare
              batch_size:int=8, # prompts per forward pass
              min_prefix:int=32, # share a prefix only when it is at least this many tokens
              max_len:int|None=None, # the model's context; longer prompts raise before any forward pass
+             top_k:int=20, # the official rule's top-k (`label_logprobs`)
              progress:bool=True, # show a tqdm bar
              desc:str="score", # the bar's label
-            )->np.ndarray: # (N, 2): log p(label) for each prompt
-    "Log-probabilities of the answer labels at the end of each prompt, batched, with shared-prefix reuse."
-    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            )->dict: # "logsumexp" and "official": (N, n_labels) log p(label) for each prompt under each rule
+    "Log-probabilities of the answer labels at the end of each prompt, by both rules, batched, with shared-prefix reuse."
+    check_int(dict(batch_size=batch_size), "batch_size", lo=1)
     enc = _encode(tok, prompts)
     max_len = max_len or getattr(model.config, "max_position_embeddings", None)
     too_long = [i for i, x in enumerate(enc) if max_len and len(x) > max_len]
@@ -238,70 +326,41 @@ def score_ab(model, # a causal LM
     groups = list(groups) if groups is not None else [0] * len(prompts)
     if len(groups) != len(prompts): raise ValueError("groups must have one key per prompt")
     ans = answer_token_ids(tok, labels)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    order = sorted(range(len(enc)), key=lambda i: (str(groups[i]), enc[i]))
-    chunks, cur = [], []
-    for i in order:
-        if cur and (len(cur) == batch_size or groups[cur[0]] != groups[i]): chunks.append(cur); cur = []
-        cur.append(i)
-    if cur: chunks.append(cur)
-    out = np.zeros((len(prompts), len(labels)))
+    by_group = {}
+    for i, g in enumerate(groups): by_group.setdefault(g, []).append(i)
+    plan = []   # (prefix, [batches]): a group's common prefix runs once; its suffixes run in batches of similar length
+    for g in sorted(by_group, key=str):
+        idx = sorted(by_group[g], key=lambda i: (len(enc[i]), enc[i]))
+        L = min(min(_lcp(enc[idx[0]], enc[j]) for j in idx), min(len(enc[j]) for j in idx) - 1) if len(idx) > 1 else 0
+        pre = enc[idx[0]][:L] if L >= min_prefix else []
+        plan.append((pre, _chunks(idx, [len(x) - len(pre) for x in enc], batch_size)))
+    out = {r: np.zeros((len(prompts), len(labels))) for r in ("logsumexp", "official")}
+    dev = next(model.parameters()).device
     was_training = model.training; model.eval()
-    for ch in tqdm(chunks, desc=desc, disable=not progress, leave=False):
-        L = min(_lcp(enc[ch[0]], enc[j]) for j in ch) if len(ch) > 1 else 0
-        L = min(L, min(len(enc[j]) for j in ch) - 1)
-        pre = enc[ch[0]][:L] if L >= min_prefix else None
-        logits = _last_logits(model, [enc[j][len(pre or []):] for j in ch], pre, pad)
-        lp = torch.log_softmax(logits, -1)
-        for k, ids in enumerate(ans): out[ch, k] = torch.logsumexp(lp[:, ids], -1).cpu().numpy()
-    model.train(was_training)
+    try:
+        bar = tqdm(total=sum(len(b) for _, b in plan), desc=desc, disable=not progress, leave=False)
+        for pre, batches in plan:
+            cache = get_cache(model(input_ids=torch.tensor([pre], device=dev), use_cache=True)) if pre else None
+            for ch in batches:
+                logits = _last_logits(model, [enc[j][len(pre):] for j in ch], copy.deepcopy(cache) if pre else None,
+                                      len(pre), pad_id(tok))
+                out["logsumexp"][ch], out["official"][ch] = label_logprobs(torch.log_softmax(logits, -1), ans, top_k)
+                bar.update()
+        bar.close()
+    finally: model.train(was_training)
     return out
 
-# %% ../nbs/api/10_sort.ipynb #a6db2006
-def _terms(s:str)->list[str]: return re.findall(r"[a-z0-9']+", s.lower())
-
-@dataclass
-class BM25:
-    "A small BM25 index over passages (numpy + scipy.sparse)."
-    passages: list[str]
-    starts: list[int] = field(default_factory=list) # each passage's first word in the book
-    k1: float = 1.5
-    b: float = 0.75
-    def __post_init__(self):
-        from scipy import sparse
-        docs = [_terms(p) for p in self.passages]
-        self.vocab = {w: i for i, w in enumerate(sorted({w for d in docs for w in d}))}
-        r, c, v = [], [], []
-        for i, d in enumerate(docs):
-            cnt = {}
-            for w in d: cnt[w] = cnt.get(w, 0) + 1
-            for w, n in cnt.items(): r.append(i); c.append(self.vocab[w]); v.append(n)
-        tf = sparse.csr_matrix((np.array(v, float), (r, c)), shape=(len(docs), len(self.vocab)))
-        dl = np.array([len(d) for d in docs], float); avg = dl.mean() if len(dl) else 1.0
-        df = np.bincount(np.array(c, int), minlength=len(self.vocab))
-        self.idf = np.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
-        tf = tf.tocoo()
-        denom = tf.data + self.k1 * (1 - self.b + self.b * dl[tf.row] / avg)
-        self.w = sparse.csr_matrix((tf.data * (self.k1 + 1) / denom * self.idf[tf.col], (tf.row, tf.col)), shape=tf.shape)
-    def scores(self, query:str)->np.ndarray:
-        "BM25 score of every passage for a query."
-        q = np.zeros(len(self.vocab))
-        for t in _terms(query):
-            if t in self.vocab: q[self.vocab[t]] += 1
-        return np.asarray(self.w @ q).ravel()
-    def search(self, query:str, k:int=1)->list[int]:
-        "Indices of the top-k passages (ties broken by position)."
-        s = self.scores(query)
-        return [int(i) for i in np.lexsort((np.arange(len(s)), -s))[:k]]
-
+# %% ../nbs/api/10_sort.ipynb #3ecd5b53
 def book_passages(text:str, # the book
                   size:int=100, # words per passage
                   stride:int|None=None, # words between passage starts (default size // 2)
-                 )->BM25: # a BM25 index over the passages
+                 )->BM25: # a BM25 index over the passages, with their start words
     "Cut a book into overlapping word passages and index them with BM25."
     stride = stride or max(1, size // 2)
-    if size < 1 or stride < 1: raise ValueError(f"passage_words and stride must be >= 1, got {size}, {stride}")
+    check_int(dict(passage_words=size), "passage_words", lo=1); check_int(dict(passage_stride=stride), "passage_stride", lo=1)
+    need(stride <= size, "passage_stride", stride, f"an int from 1 to passage_words={size}")
     w = text.split()
+    if not w: raise ValueError("the book is empty: nothing to index")
     starts = list(range(0, max(1, len(w) - size + stride), stride))
     return BM25([" ".join(w[s:s + size]) for s in starts], starts)
 
@@ -312,30 +371,39 @@ def retrieve_context(index:BM25, # from `book_passages`
                      sep:str=" ... ", # between passages
                     )->tuple[str, list[int]]: # the context text and the passages' indices
     "The passages retrieved for an item's two segments, joined into one context."
-    if order not in ("score", "book"): raise ValueError(f"retrieval_order must be 'score' or 'book', got {order!r}")
+    need(order in ("score", "book"), "retrieval_order", order, "'score' or 'book'")
     hits = {}
     for q in (item["seg_a"], item["seg_b"]):
         s = index.scores(q)
-        for i in np.lexsort((np.arange(len(s)), -s))[:k]: hits[int(i)] = max(hits.get(int(i), -1e9), float(s[i]))
+        for i in index.search(q, k): hits[i] = max(hits.get(i, -1e9), float(s[i]))
     idx = sorted(hits, key=lambda i: (-hits[i], i)) if order == "score" else sorted(hits, key=lambda i: index.starts[i])
     return sep.join(index.passages[i] for i in idx), idx
 
 # %% ../nbs/api/10_sort.ipynb #a66410f5
 CONDITIONS = ("in_context", "no_context", "in_memory", "retrieval")
 
+def _hit(index, item, hit_ids)->int|None:
+    "1 if the retrieved passages hold both segments (at least half of each one's words), else 0; None if unknown."
+    if not index.starts or item.get("excerpt_start", -1) < 0: return None
+    size = len(index.passages[0].split()); ok = []
+    for p in (item["pos_a"], item["pos_b"]):
+        s, e = item["excerpt_start"] + p, item["excerpt_start"] + p + item["segment_length"]
+        ok.append(any(min(e, index.starts[i] + size) - max(s, index.starts[i]) >= item["segment_length"] / 2 for i in hit_ids))
+    return int(all(ok))
+
 def run_condition(model, # a causal LM
                   tok, # its tokenizer
-                  items, # SORT items (a `datasets.Dataset` or a list of dicts)
+                  items, # SORT items (a list of dicts or a `datasets.Dataset`)
                   condition:str="in_context", # one of `CONDITIONS` ("in_memory" = no context, on a fine-tuned model)
-                  index:BM25|None=None, # the book's BM25 index (retrieval only); a dict book -> index for many books
+                  index:BM25|dict|None=None, # the book's BM25 index (retrieval only); a dict book -> index for many books
                   k:int=1, # passages per segment (retrieval)
                   retrieval_order:str="score", # "score" or "book" (retrieval)
                   prompt:str|SortPrompt="prompt_0", # the prompt template
                   batch_size:int=8, # prompts per forward pass
                   progress:bool=True, # show a progress bar
-                 )->list[dict]: # one row per item: ids, cell, log p(A), log p(B), prediction, correct
-    "Ask every item under one memory condition and score the answers."
-    if condition not in CONDITIONS: raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+                 )->list[dict]: # one row per item: ids, cell, both rules' log p(A), log p(B), answer, correct
+    "Ask every item under one memory condition and score the answers by both rules."
+    need(condition in CONDITIONS, "condition", condition, f"one of {', '.join(map(repr, CONDITIONS))}")
     if condition == "retrieval" and index is None: raise ValueError("the retrieval condition needs `index` (book_passages)")
     items = list(items)
     ctxs, hits = [], []
@@ -351,42 +419,29 @@ def run_condition(model, # a causal LM
     lp = score_ab(model, tok, prompts, groups=groups, batch_size=batch_size, progress=progress, desc=condition)
     rows = []
     for i, r in enumerate(items):
-        pred = "A" if lp[i, 0] >= lp[i, 1] else "B"
         row = dict(condition=condition, item_id=r["item_id"], book=r["book"], excerpt_length=r["excerpt_length"],
-                   segment_length=r["segment_length"], bin=r["bin"], distance=r["distance"], answer=r["answer"],
-                   lp_a=float(lp[i, 0]), lp_b=float(lp[i, 1]), pred=pred, correct=int(pred == r["answer"]))
+                   segment_length=r["segment_length"], excerpt_idx=r["excerpt_idx"], bin=r["bin"],
+                   distance=r["distance"], answer=r["answer"])
+        for rule, suffix in (("official", ""), ("logsumexp", "_logsumexp")):
+            a, b = (float(x) for x in lp[rule][i])
+            pred = ab_answer(a, b)
+            row.update({f"lp_a{suffix}": a, f"lp_b{suffix}": b, f"pred{suffix}": pred, f"correct{suffix}": int(pred == r["answer"])})
         row["retrieved_both"] = hits[i] if condition == "retrieval" else None
         rows.append(row)
     return rows
 
-def _hit(index, item, hit_ids)->int|None:
-    "1 if the retrieved passages hold both segments (at least half of each one's words), else 0; None if unknown."
-    if not index.starts or item.get("excerpt_start", -1) < 0: return None
-    ok = []
-    for p in (item["pos_a"], item["pos_b"]):
-        s, e = item["excerpt_start"] + p, item["excerpt_start"] + p + item["segment_length"]
-        size = len(index.passages[0].split())
-        ok.append(any(min(e, index.starts[i] + size) - max(s, index.starts[i]) >= item["segment_length"] / 2 for i in hit_ids))
-    return int(all(ok))
-
 # %% ../nbs/api/10_sort.ipynb #c8829191
-def binom_summary(k:int, # correct answers
-                  n:int, # items
-                  p0:float=0.5, # chance
-                  conf:float=0.95, # confidence level
-                 )->dict: # n, correct, acc, ci_lo, ci_hi, p_value (two-sided test against p0)
-    "Accuracy with an exact binomial confidence interval and a test against chance."
-    from scipy.stats import binomtest
-    if n == 0: return dict(n=0, correct=0, acc=float("nan"), ci_lo=float("nan"), ci_hi=float("nan"), p_value=float("nan"))
-    t = binomtest(int(k), int(n), p0)
-    ci = t.proportion_ci(conf, method="exact")
-    return dict(n=int(n), correct=int(k), acc=k / n, ci_lo=float(ci.low), ci_hi=float(ci.high), p_value=float(t.pvalue))
+def _cols(scoring:str)->tuple[str, str]:
+    need(scoring in SCORINGS, "scoring", scoring, f"one of {', '.join(map(repr, SCORINGS))}")
+    return ("pred", "correct") if scoring == "official" else ("pred_logsumexp", "correct_logsumexp")
 
 def summarize(rows:list[dict], # `run_condition` rows (any conditions)
               by:tuple=("condition",), # the columns that define a cell
               expected:list[tuple]|None=None, # cells that must appear (as n = 0 rows when they have no items)
+              scoring:str="official", # which rule's answers: "official" or "logsumexp"
              )->list[dict]: # one row per cell: the `by` columns, binom_summary's fields, frac_a
     "Accuracy per cell with binomial CIs and tests against chance."
+    pc, cc = _cols(scoring)
     cells = {}
     for r in rows: cells.setdefault(tuple(r[c] for c in by), []).append(r)
     keys = sorted(cells, key=str)
@@ -396,9 +451,32 @@ def summarize(rows:list[dict], # `run_condition` rows (any conditions)
     out = []
     for key in keys:
         rs = cells.get(key, [])
-        s = binom_summary(sum(r["correct"] for r in rs), len(rs))
-        out.append({**dict(zip(by, key)), **s, "frac_a": (sum(r["pred"] == "A" for r in rs) / len(rs)) if rs else float("nan")})
+        s = binom_summary(int(sum(int(r[cc]) for r in rs)), len(rs))
+        out.append({**dict(zip(by, key)), **s, "frac_a": (sum(r[pc] == "A" for r in rs) / len(rs)) if rs else float("nan")})
     return out
+
+def sort_tables(rows:list[dict], # `run_condition` rows
+                conditions:list[str], # the conditions the run asked
+                excerpt_lengths:list[int], # its L_E values
+                segment_lengths:list[int], # its L_S values
+                scoring:str="official", # the rule that decides the answers
+               )->dict: # by_condition, by_excerpt_length, by_bin, by_cell, the two rules side by side, retrieval_hit_rate
+    "The accuracy tables of a run, how the paper's and our scoring rule compare, and how often retrieval found both segments."
+    cells = [(c, le, ls, b) for c in conditions for le in excerpt_lengths for ls in segment_lengths for b in range(4)]
+    both = []
+    for c in conditions:
+        rs = [r for r in rows if r["condition"] == c]
+        if not rs: continue
+        both.append(dict(condition=c, n=len(rs), acc_official=float(np.mean([r["correct"] for r in rs])),
+                         acc_logsumexp=float(np.mean([r["correct_logsumexp"] for r in rs])),
+                         agree=float(np.mean([r["pred"] == r["pred_logsumexp"] for r in rs])),
+                         missing=int(sum(r["pred"] == "X" for r in rs))))
+    hits = [r["retrieved_both"] for r in rows if r["condition"] == "retrieval" and r.get("retrieved_both") is not None]
+    return dict(by_condition=summarize(rows, ("condition",), scoring=scoring),
+                by_excerpt_length=summarize(rows, ("condition", "excerpt_length"), scoring=scoring),
+                by_bin=summarize(rows, ("condition", "bin"), scoring=scoring),
+                by_cell=summarize(rows, ("condition", "excerpt_length", "segment_length", "bin"), expected=cells, scoring=scoring),
+                scoring_rules=both, retrieval_hit_rate=float(np.mean(hits)) if hits else None)
 
 # %% ../nbs/api/10_sort.ipynb #6d724710
 def finetune_on_text(model, # the causal LM (trained in place)
@@ -415,8 +493,6 @@ def finetune_on_text(model, # the causal LM (trained in place)
                      **kw, # passed to `unlearnkit.train.train`
                     ):
     "Fine-tune a model on a book (chunked) with the suite's training loop; returns the `TrainResult`."
-    from unlearnkit.data import word_chunks
-    from unlearnkit.train import lm_examples, train
     chunks = word_chunks(text, chunk_words, drop_last=False) + list(extra_texts or [])
     if not chunks: raise ValueError("text is empty: nothing to fine-tune on")
     ex = lm_examples(tok, chunks, add_eos=False)
@@ -424,6 +500,9 @@ def finetune_on_text(model, # the causal LM (trained in place)
                  progress=progress, desc="fine-tune on the book", **kw)
 
 # %% ../nbs/api/10_sort.ipynb #bf4fff9f
+BOOKSORT_BOOKS = (69087, 72578, 72600, 72869, 72958, 72963, 72972, 73017, 73042)   # Project Gutenberg ids
+BOOKSORT_LENGTHS = (250, 1000, 2500, 10000, 20000)
+
 def booksort_item(r:dict, # a row of memari/booksort
                  )->dict: # the same item in this module's schema
     "Convert one Book-SORT row to a SORT item."
@@ -431,10 +510,12 @@ def booksort_item(r:dict, # a row of memari/booksort
     edges = distance_bins(le, ls)
     d = int(r["seg2_pos"]) - int(r["seg1_pos"])
     a_first = bool(r["present_seg1_first"])
+    b = bin_of(abs(d), edges)
     return dict(item_id=f"{r['book_idx']}/{le}/{ls}/{r['excerpt_idx']}/{r.get('segment_idx', 0)}", book=str(r["book_idx"]),
                 title=r["book_title"], excerpt_length=le, segment_length=ls, excerpt_idx=int(r["excerpt_idx"]),
-                excerpt_start=-1, excerpt=r["excerpt_text"], bin=bin_of(abs(d), edges), bin_lo=-1, bin_hi=int(r["distance_bin"]),
-                seg_a=r["segment_1"] if a_first else r["segment_2"], seg_b=r["segment_2"] if a_first else r["segment_1"],
+                excerpt_start=-1, excerpt=r["excerpt_text"], bin=b, bin_lo=edges[b] if b >= 0 else -1,
+                bin_hi=int(r["distance_bin"]), seg_a=r["segment_1"] if a_first else r["segment_2"],
+                seg_b=r["segment_2"] if a_first else r["segment_1"],
                 pos_a=int(r["seg1_pos"] if a_first else r["seg2_pos"]), pos_b=int(r["seg2_pos"] if a_first else r["seg1_pos"]),
                 distance=abs(d), answer="A" if a_first else "B")
 
@@ -445,53 +526,140 @@ def load_booksort(excerpt_lengths:list[int]=(250, 1000, 2500), # L_E values to k
                   path:str="memari/booksort", # the hub dataset
                  )->list[dict]: # items in this module's schema
     "Book-SORT from the hub, filtered and converted to SORT items."
-    from unlearnkit.data import load_hub_dataset
-    import datasets
+    import datasets   # only here: the hub path
     d = load_hub_dataset(path)
     d = datasets.concatenate_datasets(list(d.values())) if isinstance(d, datasets.DatasetDict) else d
     keep = lambda r: (r["excerpt_length"] in excerpt_lengths and r["segment_length"] in segment_lengths
-                      and r["excerpt_idx"] < max_excerpt_idx and (books is None or r["book_idx"] in books))
-    items = [booksort_item(r) for r in d if keep(r)]
-    for it in items:
-        e = distance_bins(it["excerpt_length"], it["segment_length"]); it["bin_lo"] = e[it["bin"]] if it["bin"] >= 0 else -1
-    return items
+                      and r["excerpt_idx"] < max_excerpt_idx and (not books or r["book_idx"] in books))
+    return [booksort_item(r) for r in d if keep(r)]
 
 # %% ../nbs/api/10_sort.ipynb #cffa6452
-def check_params(p:dict, # the reproduction's parameters
-                )->dict:
-    "Validate SORT reproduction parameters (raise ValueError naming the parameter and the allowed values)."
-    def need(cond, msg):
-        if not cond: raise ValueError(msg)
-    need(p.get("source") in ("shakespeare", "booksort"), f"source must be 'shakespeare' or 'booksort', got {p.get('source')!r}")
-    cond = list(p.get("conditions", []))
-    need(cond and all(c in CONDITIONS for c in cond), f"conditions must be a non-empty list from {CONDITIONS}, got {cond!r}")
-    need(len(set(cond)) == len(cond), f"conditions must not repeat, got {cond!r}")
-    le, ls = list(p.get("excerpt_lengths", [])), list(p.get("segment_lengths", []))
-    need(le and all(isinstance(x, int) and x > 0 for x in le), f"excerpt_lengths must be a list of positive ints, got {le!r}")
-    need(ls and all(isinstance(x, int) and x > 0 for x in ls), f"segment_lengths must be a list of positive ints, got {ls!r}")
-    for a in le:
-        for b in ls: distance_bins(a, b)   # raises for L_S >= L_E and for bins that cannot be filled
-    n = p.get("n_excerpts")
-    need(isinstance(n, int) and n >= 2 and n % 2 == 0, f"n_excerpts must be an even int >= 2 (counterbalancing), got {n!r}")
-    need(p.get("prompt") in PROMPTS, f"prompt must be one of {sorted(PROMPTS)}, got {p.get('prompt')!r}")
-    need(p.get("retrieval_order") in ("score", "book"), f"retrieval_order must be 'score' or 'book', got {p.get('retrieval_order')!r}")
-    for k in ("passage_words", "passage_stride", "retrieval_k", "batch_size", "ft_chunk_words", "ft_batch_size"):
-        need(isinstance(p.get(k), int) and p[k] >= 1, f"{k} must be an int >= 1, got {p.get(k)!r}")
-    need(isinstance(p.get("ft_lr"), (int, float)) and p["ft_lr"] > 0, f"ft_lr must be > 0, got {p.get('ft_lr')!r}")
-    need(isinstance(p.get("ft_epochs"), (int, float)) and p["ft_epochs"] > 0, f"ft_epochs must be > 0, got {p.get('ft_epochs')!r}")
-    if p["source"] == "shakespeare":
-        from unlearnkit.data import list_plays
-        need(p.get("play") in list_plays(), f"play must be one of list_plays() (e.g. 'hamlet'), got {p.get('play')!r}")
-    else:
-        need("in_memory" not in cond, "conditions: 'in_memory' needs the book's full text, which memari/booksort does not "
-             "hold; use source='shakespeare' (or fine-tune on the books yourself) and drop 'in_memory' here")
-        need(all(x in (250, 1000, 2500, 10000, 20000) for x in le), f"excerpt_lengths must be among Book-SORT's "
-             f"(250, 1000, 2500, 10000, 20000), got {le!r}")
-        need(all(x in (20, 50) for x in ls), f"segment_lengths must be among Book-SORT's (20, 50), got {ls!r}")
-        need(n <= 100, f"n_excerpts must be <= 100 for Book-SORT (the test split is excerpt_idx < 100), got {n}")
-    return p
+def play_text(play:str, # a play's slug (`unlearnkit.data.list_plays()`)
+              act:str="", # an act's Roman numeral, or "" for the whole play
+             )->tuple[str, str]: # (plain text, title)
+    "The text of a Shakespeare play, or of one of its acts, and the title the prompt names."
+    need(play in list_plays(), "play", play, "a slug from unlearnkit.data.list_plays() (e.g. 'hamlet')")
+    pl = load_play(play)
+    acts = list(dict.fromkeys(s.act for s in pl.scenes))
+    need(act == "" or act in acts, "act", act, f"one of {', '.join(map(repr, acts))} of {play}, or '' for the whole play")
+    text = "\n".join(s.text for s in pl.scenes if not act or s.act == act)
+    return text, pl.title + (f" (Act {act})" if act else "")
+
+@dataclass
+class SortData:
+    "The items of a run, the retrieval index (one per book) and, offline, the book's text."
+    items: list # SORT items
+    index: object # a `BM25` (one book) or a dict book -> `BM25`
+    text: str|None # the book's text (None for Book-SORT, which holds no full texts)
+    title: str # the book's title (or the number of books)
+    @property
+    def n_words(self)->int|None:
+        "The book's length in words (None without a full text)."
+        return len(self.text.split()) if self.text else None
+    def __repr__(self):
+        n = len(self.index.passages) if isinstance(self.index, BM25) else sum(len(i.passages) for i in self.index.values())
+        words = f"{len(self.text.split())} words, " if self.text else ""
+        return f"{self.title}: {words}{len(self.items)} items per condition, {n} passages for retrieval"
+
+def load_sort_data(source:str="shakespeare", # "shakespeare" (offline) or "booksort" (memari/booksort on the hub)
+                   play:str="the-comedy-of-errors", # the play (shakespeare)
+                   act:str="I", # its act, or "" for the whole play (shakespeare)
+                   books:list[int]|None=None, # Book-SORT book_idx values (None or []: all nine)
+                   excerpt_lengths:list[int]=(250,), # L_E values, in words
+                   segment_lengths:list[int]=(20, 50), # L_S values, in words
+                   n_excerpts:int=2, # excerpts per L_E
+                   passage_words:int=60, # retrieval: words per passage
+                   passage_stride:int=30, # retrieval: words between passage starts
+                   seed:int=0, # seeds the item draws
+                  )->SortData:
+    "A run's items, retrieval index and book text, from a Shakespeare play offline or Book-SORT on the hub."
+    check_choice(dict(source=source), "source", ("shakespeare", "booksort"))
+    if source == "shakespeare":
+        text, title = play_text(play, act)
+        items = make_sort_items(text, excerpt_lengths, segment_lengths, n_excerpts, seed=seed,
+                                book=f"{play}/{act or 'all'}", title=title)
+        return SortData(items, book_passages(text, passage_words, passage_stride), text, title)
+    items = load_booksort(excerpt_lengths, segment_lengths, max_excerpt_idx=n_excerpts, books=books or None)
+    by_book = {}
+    for r in items: by_book.setdefault(r["book"], {})[r["excerpt"]] = 1
+    index = {b: book_passages("\n".join(ex), passage_words, passage_stride) for b, ex in by_book.items()}
+    return SortData(items, index, None, f"Book-SORT ({len(by_book)} books)")
 
 # %% ../nbs/api/10_sort.ipynb #451589f9
+def run_conditions(model, # a causal LM (fine-tuned in place when "in_memory" is asked)
+                   tok, # its tokenizer
+                   data:SortData, # from `load_sort_data`
+                   conditions:list[str], # from `CONDITIONS`
+                   prompt:str="prompt_0", # the prompt template
+                   batch_size:int=8, # prompts per forward pass
+                   retrieval_k:int=1, # retrieval: passages per segment
+                   retrieval_order:str="score", # retrieval: "score" or "book"
+                   ft_epochs:float=2.0, # in-memory: passes over the book
+                   ft_lr:float=1e-4, # in-memory: peak learning rate (cosine schedule)
+                   ft_chunk_words:int=128, # in-memory: words per training chunk
+                   ft_batch_size:int=4, # in-memory: chunks per step
+                   seed:int=0, # seeds the fine-tuning's shuffling
+                   progress:bool=True, # show progress bars
+                  )->tuple[list[dict], dict]: # (per-item rows of every condition, {"seconds": ..., "finetune": ...})
+    "Run the SORT conditions of a reproduction on one model: rows per item and condition, timings, the fine-tuning's losses."
+    if "in_memory" in conditions and data.text is None:
+        raise ValueError("conditions: 'in_memory' needs the book's full text, which Book-SORT does not hold")
+    rows, info = [], dict(seconds={})
+    for cond in [c for c in conditions if c != "in_memory"]:
+        t0 = time.perf_counter()
+        rows += run_condition(model, tok, data.items, cond, index=data.index, k=retrieval_k, retrieval_order=retrieval_order,
+                              prompt=prompt, batch_size=batch_size, progress=progress)
+        info["seconds"][cond] = round(time.perf_counter() - t0, 1)
+    if "in_memory" in conditions:
+        t0 = time.perf_counter()
+        ft = finetune_on_text(model, tok, data.text, chunk_words=ft_chunk_words, epochs=ft_epochs, lr=ft_lr,
+                              batch_size=ft_batch_size, seed=seed, progress=progress)
+        h = [x["loss"] for x in ft.history]; q = max(1, len(h) // 4)
+        info["finetune"] = dict(steps=ft.steps, loss_first=round(float(np.mean(h[:q])), 4), loss_last=round(float(np.mean(h[-q:])), 4))
+        rows += run_condition(model, tok, data.items, "in_memory", prompt=prompt, batch_size=batch_size, progress=progress)
+        info["seconds"]["in_memory"] = round(time.perf_counter() - t0, 1)
+    return rows, info
+
+# %% ../nbs/api/10_sort.ipynb #e4c75a2d
+PARAMS = ("preset", "out_dir", "seed", "model_name", "source", "play", "act", "books", "excerpt_lengths",
+          "segment_lengths", "n_excerpts", "conditions", "prompt", "scoring", "batch_size", "passage_words",
+          "passage_stride", "retrieval_k", "retrieval_order", "ft_epochs", "ft_lr", "ft_chunk_words", "ft_batch_size")
+
+def check_params(p:dict, # the reproduction's parameters (the whole resolved set)
+                )->dict:
+    "Validate the SORT reproduction's parameters (raise `ParamError` naming the parameter and what is allowed)."
+    for k in p:
+        if k not in PARAMS: raise ParamError(f"parameter {k!r}: unknown; the parameters of sort are: {', '.join(PARAMS)}")
+    check_str(p, "preset"); check_str(p, "out_dir", nonempty=False); check_int(p, "seed", lo=0)
+    check_str(p, "model_name")
+    source = check_choice(p, "source", ("shakespeare", "booksort"))
+    cond = check_list(p, "conditions", str, choices=CONDITIONS, unique=True)
+    check_list(p, "excerpt_lengths", int, lo=1, unique=True); check_list(p, "segment_lengths", int, lo=1, unique=True)
+    le, ls = check_lengths(p["excerpt_lengths"], p["segment_lengths"])
+    n = check_int(p, "n_excerpts", lo=2)
+    need(n % 2 == 0, "n_excerpts", n, "an even int >= 2 (answers are counterbalanced)")
+    check_choice(p, "prompt", tuple(PROMPTS)); check_choice(p, "scoring", SCORINGS)
+    check_choice(p, "retrieval_order", ("score", "book"))
+    for k in ("batch_size", "passage_words", "passage_stride", "retrieval_k", "ft_chunk_words", "ft_batch_size"): check_int(p, k, lo=1)
+    need(p["passage_stride"] <= p["passage_words"], "passage_stride", p["passage_stride"],
+         f"an int from 1 to passage_words={p['passage_words']} (else words between passages are never retrieved)")
+    check_float(p, "ft_lr", lo=0, lo_open=True); check_float(p, "ft_epochs", lo=0, lo_open=True)
+    check_str(p, "play"); check_str(p, "act", nonempty=False)
+    books = check_list(p, "books", int, min_len=0, unique=True)
+    if source == "shakespeare":
+        need(not books, "books", books, "[] with source='shakespeare' (book_idx values select Book-SORT's books)")
+        text, _ = play_text(p["play"], p["act"])
+        need(max(le) <= len(text.split()), "excerpt_lengths", le, f"lengths up to the {len(text.split())} words of the book")
+    else:
+        need(all(b in BOOKSORT_BOOKS for b in books), "books", books, f"book_idx values from {', '.join(map(str, BOOKSORT_BOOKS))}")
+        need("in_memory" not in cond, "conditions", cond, "conditions without 'in_memory' for source='booksort' (it needs "
+             "the books' full texts, which memari/booksort does not hold; use source='shakespeare')")
+        need(all(x in BOOKSORT_LENGTHS for x in le), "excerpt_lengths", le, f"Book-SORT's lengths {', '.join(map(str, BOOKSORT_LENGTHS))}")
+        need(all(x in (20, 50) for x in ls), "segment_lengths", ls, "Book-SORT's segment lengths 20, 50")
+        need(n <= 100, "n_excerpts", n, "an even int from 2 to 100 (Book-SORT's test split is excerpt_idx < 100)")
+    return p
+
+# %% ../nbs/api/10_sort.ipynb #0dea2836
 _COND_LABEL = {"in_context": "in-context", "no_context": "no context", "in_memory": "in-memory (fine-tuned)", "retrieval": "retrieval (BM25)"}
 
 def plot_accuracy(summary:list[dict], # `summarize` rows with `condition` and the x column
@@ -500,8 +668,6 @@ def plot_accuracy(summary:list[dict], # `summarize` rows with `condition` and th
                   xlabel:str|None=None, # the x-axis label
                  ):
     "Accuracy (95% binomial CIs) against `x`, one line per condition, with the chance line."
-    import matplotlib.pyplot as plt
-    from unlearnkit.plots import chance_line, PALETTE
     if ax is None: _, ax = plt.subplots(figsize=(6.4, 4))
     conds = [c for c in CONDITIONS if any(r["condition"] == c for r in summary)]
     xs = sorted({r[x] for r in summary})
@@ -518,54 +684,133 @@ def plot_accuracy(summary:list[dict], # `summarize` rows with `condition` and th
     ax.legend(fontsize="small", loc="lower left")
     return ax
 
-# %% ../nbs/api/10_sort.ipynb #0dea2836
-def _fisher_less(k1, n1, k2, n2)->float:
-    "One-sided Fisher exact p that proportion 1 is lower than proportion 2."
-    from scipy.stats import fisher_exact
-    if min(n1, n2) == 0: return float("nan")
-    return float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]], alternative="less")[1])
+def plot_label_bias(by_condition:list[dict], # `summarize(rows, ("condition",))`
+                    ax=None, # an axis to draw on
+                   ):
+    "How often each condition answered 'A' (counterbalancing makes a pure label bias score exactly 0.5)."
+    if ax is None: _, ax = plt.subplots(figsize=(6.4, 3.2))
+    ax.bar([_COND_LABEL.get(r["condition"], r["condition"]) for r in by_condition], [r["frac_a"] for r in by_condition], color="0.6")
+    ax.axhline(0.5, ls="--", c="0.3", lw=1)
+    ax.set_ylim(0, 1); ax.set_ylabel('fraction answered "A"'); ax.set_title("label bias by condition")
+    return ax
 
-def sort_claims(by_cond:dict, # condition -> binom_summary (all items pooled)
-                by_length:dict, # excerpt length -> binom_summary, in-context
-                by_bin:dict, # bin -> binom_summary, in-context
-                alpha:float=0.05, # significance level
-               )->list[dict]: # claims (unlearnkit.repro.claim rows)
-    "The paper-vs-this-run claims of the SORT reproduction, `held` set from the measured numbers."
-    from unlearnkit.repro import claim
-    src = "Pink et al. 2024 (arXiv 2410.08133)"
-    ic = by_cond.get("in_context")
-    ic_ok = bool(ic and ic["n"] and ic["acc"] > 0.5 and ic["p_value"] < alpha)
-    out = []
+# %% ../nbs/api/10_sort.ipynb #833f7b9e
+_PAPER_MODELS = ("llama-2", "llama2", "llama-3", "llama3", "mistral", "mixtral", "gemma", "gpt-3.5", "gpt-4")
+
+def sort_departures(p:dict, # the run's parameters
+                   )->dict: # knob -> how this run departs from the paper's protocol on it
+    "Where a run's parameters depart from the SORT paper's protocol, knob by knob."
+    d, m = {}, p.get("model_name", "")
+    if not any(k in m.lower() for k in _PAPER_MODELS):
+        d["model"] = f"model {m} (paper: 7-70B chat models, Llama-2/3, Mistral, Mixtral, Gemma, GPT-3.5/4)"
+    if p.get("source") == "shakespeare":
+        what = f"Act {p['act']} of {p['play']}" if p.get("act") else p.get("play")
+        d["data"] = (f"{what} (Shakespeare, surely in the model's pretraining data) instead of Book-SORT's 9 books, "
+                     f"chosen because they entered the public domain in 2022-24")
+    elif p.get("books") and set(p["books"]) != set(BOOKSORT_BOOKS):
+        d["data"] = f"Book-SORT books {p['books']} (paper: all 9)"
+    le, ls = list(p.get("excerpt_lengths", [])), list(p.get("segment_lengths", []))
+    if set(le) != set(BOOKSORT_LENGTHS): d["lengths"] = f"excerpt lengths {le} words (paper: 250, 1000, 2500, 10000, 20000)"
+    if set(ls) != {20, 50}: d["segments"] = f"segment lengths {ls} words (paper: 20, 50)"
+    n, nb = p.get("n_excerpts"), (len(p.get("books") or BOOKSORT_BOOKS) if p.get("source") == "booksort" else 1)
+    if n is not None and (n < 100 or nb < len(BOOKSORT_BOOKS)):
+        d["items"] = f"{n * nb} excerpts per excerpt length, {n * nb} items per (L_E, L_S, bin) cell (paper: 100 per book, 900 per cell)"
+    d["prompt"] = f"one prompt, {p.get('prompt', 'prompt_0')} (paper: the best of 13 per model, picked on a validation split)"
+    if p.get("scoring", "official") != "official":
+        d["scoring"] = "label log-probs summed over both spellings (paper: first spelling found in the top 20)"
+    d["finetune"] = (f"{p.get('ft_epochs')} epochs at lr {p.get('ft_lr')} on the book alone, full fine-tuning "
+                     f"(paper: Llama-3-8B-Instruct, 5 epochs at lr 5e-6, book chunks mixed with 3,500 OpenHermes instructions)")
+    return d
+
+# %% ../nbs/api/10_sort.ipynb #22eea2c7
+_SRC = "Pink et al. 2024 (arXiv 2410.08133)"
+_IC_KNOBS = ("model", "data", "lengths", "segments", "items", "prompt", "scoring")
+
+def _corr(r, col)->int: return int(r[col])
+
+def _n_assignments(levels)->int:
+    "How many distinct ways a permutation test can assign these levels to the units (a multinomial coefficient)."
+    _, counts = np.unique(levels, return_counts=True)
+    return math.factorial(len(levels)) // math.prod(math.factorial(int(c)) for c in counts)
+
+def sort_claims(rows:list[dict], # per-item rows of a run (`run_condition`, or the run's items.csv read back)
+                params:dict|None=None, # the run's parameters (for `departs`); None: no departures recorded
+                scoring:str="official", # which rule's answers decide: "official" or "logsumexp"
+                seed:int=0, # seeds the permutation and bootstrap tests
+                n_resamples:int=10000, # permutations per test
+               )->list[dict]: # claims rows (`unlearnkit.claims.claim`)
+    "The SORT paper's claims, each decided by a stated test on this run's per-item answers."
+    _, cc = _cols(scoring)
+    dep = sort_departures(params) if params else {}
+    D = lambda knobs: "; ".join(dep[k] for k in knobs if k in dep) or None
+    by = lambda c: [r for r in rows if r["condition"] == c]
+    out, ic = [], by("in_context")
     if ic:
-        out.append(claim("in_context_above_chance", "With the excerpt in the prompt, SORT accuracy is above chance (0.5)",
-                         f"{src}, abstract and §4 in-context results", paper="high (well above 0.5)",
-                         run=dict(acc=round(ic["acc"], 3), ci=[round(ic["ci_lo"], 3), round(ic["ci_hi"], 3)], p=float(f"{ic['p_value']:.3g}"), n=ic["n"]),
-                         held=ic_ok))
-        ls = sorted(by_length)
-        if len(ls) >= 2:
-            a, b = by_length[ls[0]], by_length[ls[-1]]
-            out.append(claim("in_context_falls_with_length", "In-context accuracy falls as the excerpt gets longer",
-                             f"{src}, §4 (accuracy vs excerpt length figure)", paper="decreasing with L_E",
-                             run={f"L_E={ls[0]}": round(a["acc"], 3), f"L_E={ls[-1]}": round(b["acc"], 3)},
-                             held=(a["acc"] > b["acc"]) if ic_ok else None))
-        bs = sorted(by_bin)
-        if len(bs) >= 2:
-            a, b = by_bin[bs[0]], by_bin[bs[-1]]
-            out.append(claim("accuracy_rises_with_distance", "In-context accuracy rises with the distance between the segments",
-                             f"{src}, §4 (accuracy by segment-distance bin)", paper="increasing with distance",
-                             run={f"bin {bs[0]}": round(a["acc"], 3), f"bin {bs[-1]}": round(b["acc"], 3)},
-                             held=(b["acc"] > a["acc"]) if ic_ok else None))
-    nc = by_cond.get("no_context")
+        y = np.array([_corr(r, cc) for r in ic])
+        out.append(tested_claim("in_context_above_chance", "With the excerpt in the prompt, SORT accuracy is above chance (0.5)",
+                                f"{_SRC}, abstract and in-context results (Fig. 2)", binom_test(int(y.sum()), len(y), 0.5, "greater"),
+                                paper="high (abstract; per-model accuracies in Fig. 2)", departs=D(_IC_KNOBS), acc=round(float(y.mean()), 4)))
+        lens = sorted({int(r["excerpt_length"]) for r in ic})
+        acc_len = {str(le): round(float(np.mean([_corr(r, cc) for r in ic if int(r["excerpt_length"]) == le])), 4) for le in lens}
+        text = "In-context accuracy falls as the excerpt gets longer"
+        src = f"{_SRC}, in-context accuracy by excerpt length (Fig. 2)"
+        if len(lens) >= 2:
+            ex = {}
+            for r in ic: ex.setdefault((str(r["book"]), int(r["excerpt_length"]), int(r["excerpt_idx"])), []).append(_corr(r, cc))
+            keys = sorted(ex)
+            t = trend_test([k[1] / 1000 for k in keys], [np.mean(ex[k]) for k in keys], "less", n_resamples=n_resamples, seed=seed)
+            t.test += ", over excerpts"
+            extra = dict(unit="accuracy per 1000 words of excerpt", n_items=len(ic), acc_by_length=acc_len)
+            n_orders = _n_assignments([k[1] for k in keys])
+            if n_orders < 20:   # no permutation test can reach p < 0.05, and a bootstrap of so few excerpts is no interval
+                out.append(claim("in_context_falls_with_length", text, src, paper="decreasing with L_E", run=dict(t.as_dict(), **extra),
+                                 held=None, departs=D(_IC_KNOBS), reason=f"underpowered: {len(keys)} excerpts allow only {n_orders} "
+                                 f"distinct assignments of the lengths, so no permutation test can reach p < 0.05"))
+            else:
+                out.append(tested_claim("in_context_falls_with_length", text, src, t, paper="decreasing with L_E",
+                                        departs=D(_IC_KNOBS), **extra))
+        else:
+            out.append(claim("in_context_falls_with_length", text, src, paper="decreasing with L_E", run=dict(acc_by_length=acc_len),
+                             held=None, reason=f"needs two or more excerpt lengths; this run has {lens}", departs=D(_IC_KNOBS)))
+        bins = sorted({int(r["bin"]) for r in ic})
+        acc_bin = {str(b): round(float(np.mean([_corr(r, cc) for r in ic if int(r["bin"]) == b])), 4) for b in bins}
+        text, src = "In-context accuracy rises with the distance between the segments", f"{_SRC}, in-context accuracy by distance bin (Fig. 3)"
+        if len(bins) >= 2:
+            grp = [f"{r['book']}/{r['excerpt_length']}/{r['excerpt_idx']}/{r['segment_length']}" for r in ic]
+            t = trend_test([int(r["bin"]) for r in ic], y, "greater", groups=grp, n_resamples=n_resamples, seed=seed)
+            out.append(tested_claim("accuracy_rises_with_distance", text, src, t, paper="increasing with distance", departs=D(_IC_KNOBS),
+                                    unit="accuracy per distance bin", acc_by_bin=acc_bin))
+        else:
+            out.append(claim("accuracy_rises_with_distance", text, src, paper="increasing with distance", run=dict(acc_by_bin=acc_bin),
+                             held=None, reason=f"needs two or more distance bins; this run has {bins}", departs=D(_IC_KNOBS)))
+    nc = by("no_context")
     if nc:
-        out.append(claim("no_context_at_chance", "Without the excerpt (parametric memory only) accuracy is at chance",
-                         f"{src}, no-excerpt condition (0.50-0.53 for every model; SORT repo ltm_analysis notebook)",
-                         paper=[0.50, 0.53], run=dict(acc=round(nc["acc"], 3), ci=[round(nc["ci_lo"], 3), round(nc["ci_hi"], 3)], p=float(f"{nc['p_value']:.3g}"), n=nc["n"]),
-                         held=bool(nc["p_value"] >= alpha or abs(nc["acc"] - 0.5) <= 0.03)))
-    im = by_cond.get("in_memory")
+        k = int(sum(_corr(r, cc) for r in nc))
+        out.append(tested_claim("no_context_at_chance", "Without the excerpt (parametric memory only) accuracy is at chance",
+                                f"{_SRC}, no-excerpt condition: 0.50-0.53 for every model (SORT repo, ltm_analysis notebook)",
+                                tost_binomial(k, len(nc), 0.5, margin=0.03), paper=[0.0, 0.03], margin=0.03,
+                                departs=D(("model", "data", "items", "prompt", "scoring")), acc=round(k / len(nc), 4)))
+    im = by("in_memory")
     if im:
-        p = _fisher_less(im["correct"], im["n"], ic["correct"], ic["n"]) if ic else float("nan")
-        out.append(claim("finetune_below_in_context", "Fine-tuning on the book does not bring no-context accuracy close to in-context accuracy",
-                         f"{src}, §5 fine-tuning (in-memory) results", paper="in-memory near chance, far below in-context",
-                         run=dict(in_memory=round(im["acc"], 3), in_context=round(ic["acc"], 3) if ic else None, fisher_p=float(f"{p:.3g}")),
-                         held=bool(im["acc"] < ic["acc"] and p < alpha) if ic_ok else None))
+        text = "Fine-tuning on the book leaves no-excerpt accuracy below in-context accuracy"
+        src = f"{_SRC}, fine-tuned (in-memory) results"
+        knobs = ("model", "data", "lengths", "items", "prompt", "scoring", "finetune")
+        if ic:
+            a = {r["item_id"]: _corr(r, cc) for r in ic}; b = {r["item_id"]: _corr(r, cc) for r in im}
+            ids = [i for i in a if i in b]
+            t = permutation_test([a[i] for i in ids], [b[i] for i in ids], paired=True, alternative="greater",
+                                 n_resamples=n_resamples, seed=seed)
+            extra = dict(in_context=round(float(np.mean([a[i] for i in ids])), 4), in_memory=round(float(np.mean([b[i] for i in ids])), 4))
+            if all(a[i] == b[i] for i in ids):   # no item differs: the test has nothing to permute, its interval is [0, 0]
+                out.append(claim("finetune_below_in_context", text, src, paper="in-memory near chance, far below in-context",
+                                 run=dict(t.as_dict(), **extra), held=None, departs=D(knobs),
+                                 reason=f"in-context and in-memory were right on exactly the same {len(ids)} items, so this run "
+                                        f"cannot compare them"))
+            else:
+                out.append(tested_claim("finetune_below_in_context", text, src, t, paper="in-memory near chance, far below in-context",
+                                        departs=D(knobs), **extra))
+        else:
+            out.append(claim("finetune_below_in_context", text, src, paper="in-memory near chance, far below in-context",
+                             run=dict(in_memory=round(float(np.mean([_corr(r, cc) for r in im])), 4)), held=None,
+                             reason="needs the in_context condition on the same items", departs=D(knobs)))
     return out
