@@ -171,13 +171,17 @@ def privleak(auc_model:float, # MIA AUC (forget vs holdout, 1 = forget looks mem
 def embedding_neighbours(emb:torch.Tensor, # (V, d) input embedding matrix
                          n:int=5, # neighbours per token
                          exclude:tuple=(), # token ids never used as substitutes (specials)
+                         block:int=4096, # rows per similarity block (a full V x V matrix of Llama 3's 128k vocabulary is 66 GB)
                         )->torch.Tensor: # (V, n) the n most cosine-similar other tokens of each token
     "Nearest neighbours of every token in embedding space."
     e = F.normalize(emb.detach().float(), dim=-1)
-    sim = e @ e.T
-    sim.fill_diagonal_(-2)
-    if exclude: sim[:, list(exclude)] = -2
-    return sim.topk(n, dim=-1).indices.cpu()
+    out = []
+    for s in range(0, len(e), block):
+        sim = e[s:s + block] @ e.T
+        sim[torch.arange(len(sim)), torch.arange(s, s + len(sim))] = -2
+        if exclude: sim[:, list(exclude)] = -2
+        out.append(sim.topk(n, dim=-1).indices.cpu())
+    return torch.cat(out)
 
 def perturb_pairs(pairs:list[tuple], # (prompt ids, answer ids)
                   neighbours:torch.Tensor, # from `embedding_neighbours`

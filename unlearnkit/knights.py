@@ -40,8 +40,8 @@ __all__ = ['LEAF_KINDS', 'OPERATORS', 'MAX_PEOPLE', 'MIN_PEOPLE', 'DEPTHS', 'WID
            'perturb_set', 'score_nl', 'score_compact', 'limem', 'majority_answer', 'majority_baseline', 'solver_trace',
            'puzzle_example', 'score_answer', 'answer_budget', 'evaluate_puzzles', 'accuracy_rows', 'limem_rows',
            'track_memorization', 'tiny_puzzle_lm', 'form_of', 'puzzle_model', 'make_dataset', 'memorization_run',
-           'zero_shot_eval', 'check_params', 'knights_departs', 'knights_claims', 'run_summary', 'plot_accuracy',
-           'plot_limem']
+           'zero_shot_eval', 'check_params', 'requirements', 'knights_departs', 'knights_claims', 'run_summary',
+           'plot_accuracy', 'plot_limem']
 
 # %% ../nbs/api/12_knights.ipynb #d2ef1a75
 LEAF_KINDS = ("knight", "knave")
@@ -839,6 +839,25 @@ def check_params(p:dict, # the reproduction's resolved parameters
     if p["width"] == 2: _enough_puzzles("n_zero_shot", p["n_zero_shot"], p["zero_shot_people"], p["n_zero_shot"])
     check_int(p, "threads", lo=1, hi=64)
     return p
+
+# %% ../nbs/api/12_knights.ipynb #f46953e1
+def _is_hub_id(name:str)->bool:
+    from pathlib import Path
+    return "/" in str(name) and not Path(str(name)).exists()
+
+def requirements(p:dict, # the resolved parameters
+                )->dict: # models, datasets, packages [(module, pip name)], memory (`repro.estimate_memory`'s arguments)
+    "What a knights run with parameters `p` loads (hub models, optional packages) and the sizes of its GPU memory estimate."
+    models = [m for m in (p["model"], p["zero_shot_model"] if p["n_zero_shot"] else "") if m and _is_hub_id(m)]
+    pretrained = form_of(p["model"]) == "nl"
+    packages = [("peft", "peft")] if pretrained and p["lora_r"] else []
+    memory = None
+    if pretrained:
+        n = max(p["people"])
+        words = len(render_nl(generate_puzzles(n, 1, seed=p["data_seed"], depth=p["depth"], width=p["width"])[0]).split()) + 10 * n
+        memory = dict(model=p["model"], dtype="bfloat16", train="lora" if p["lora_r"] else "full",
+                      batch=max(p["batch_size"], p["eval_batch_size"]), seq_len=64 * math.ceil(1.5 * words / 64))
+    return dict(models=list(dict.fromkeys(models)), datasets=[], packages=packages, memory=memory)
 
 # %% ../nbs/api/12_knights.ipynb #211f4277
 SRC = "Xie et al. 2024"

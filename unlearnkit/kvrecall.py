@@ -25,7 +25,7 @@ import unlearnkit.trimkv   # registers the "trimkv" policy
 # %% auto #0
 __all__ = ['LM_POLICIES', 'PARAMS', 'recall_vocab', 'recall_batch', 'answer_accuracy', 'recall_items', 'recall_accuracy',
            'depth_accuracy', 'agreement', 'lm_items', 'memory_table', 'plot_recall_accuracy', 'plot_kept_positions',
-           'plot_kv_memory', 'check_params', 'kvcache_departs', 'kvcache_claims']
+           'plot_kv_memory', 'check_params', 'requirements', 'kvcache_departs', 'kvcache_claims']
 
 # %% ../nbs/api/14b_kvrecall.ipynb #80dcbfc1
 def recall_vocab(n_keys:int=24, # distinct keys
@@ -256,6 +256,15 @@ def check_params(p:dict, # the reproduction's resolved parameters (preset, out_d
     need(p["alpha_claim"] in p["alphas"], "alpha_claim", p["alpha_claim"], f"one of alphas {p['alphas']}")
     need(p["lm_budgets"][-1] < p["lm_tokens"], "lm_budgets", p["lm_budgets"], f"budgets below lm_tokens ({p['lm_tokens']}), so the cache must evict")
     return p
+
+# %% ../nbs/api/14b_kvrecall.ipynb #47b97e70
+def requirements(p:dict, # the resolved parameters
+                )->dict: # models, datasets, packages [(module, pip name)], memory (`repro.estimate_memory`'s arguments)
+    "What a kvcache run with parameters `p` loads from the hub and the sizes of its GPU memory estimate."
+    from pathlib import Path
+    hub = "/" in p["lm"] and not Path(p["lm"]).exists()
+    return dict(models=[p["lm"]] if hub else [], datasets=[], packages=[],
+                memory=dict(model=p["lm"], dtype="bfloat16", train=None, batch=p["lm_passages"], seq_len=p["lm_tokens"]) if hub else None)
 
 # %% ../nbs/api/14b_kvrecall.ipynb #5efad794
 def kvcache_departs(p:dict, # the run's parameters

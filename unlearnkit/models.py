@@ -183,6 +183,7 @@ def require_hub(model_id:str, # a hub id (an offline name or a local folder pass
                ):
     "Fail fast, with a clear message, when a hub model is needed and the hub cannot be reached or refuses it."
     if Path(model_id).exists() or "/" not in model_id or _hub_offline(): return
+    if standin("models", model_id) is not None: return   # stand-ins are on and this one is there (else StandinError names it)
     try: HfApi().model_info(model_id, timeout=timeout)
     except Exception as e:   # network errors, 401 (gated), 404 (no such model): one message that says what to do
         raise RuntimeError(f"this run downloads {model_id!r} from the Hugging Face hub, which is unreachable or refused "

@@ -26,14 +26,15 @@ from .train import (encode_example, use_bos, collate, pad_id, sequence_nll, trai
 from .evaluate import cache_kw, get_cache, sequence_logprobs
 
 # %% auto #0
-__all__ = ['MATH_SUBJECTS', 'ITEM_COLUMNS', 'SOURCE', 'TABLE1_CE', 'PARAMS', 'coverage', 'mean_coverage', 'pass_at_k',
-           'mean_pass_at_k', 'log1mexp', 'dco_objective', 'dco_weight', 'dco_loss', 'passn_examples', 'split_example',
-           'answer_logprobs', 'sample_answers', 'correct_counts', 'make_task', 'last_boxed', 'math_problem',
-           'math_task', 'evaluate_passn', 'passn_metrics', 'objective_name', 'train_and_track', 'passn_data',
-           'passn_model', 'compare_objectives', 'passn_items', 'sampled_vs_analytic_gap', 'weight_summary',
-           'final_table', 'epoch_table', 'run_metrics', 'table1_change', 'passn_departs', 'passn_claims',
-           'plot_passn_curves', 'plot_weight', 'plot_confidence', 'plot_ce_by_epoch', 'plot_coverage_by_group',
-           'plot_final', 'plot_train_weights', 'plot_confidences', 'findings_markdown', 'check_params']
+__all__ = ['MATH_SUBJECTS', 'ITEM_COLUMNS', 'SOURCE', 'TABLE1_CE', 'PARAMS', 'MATH_TRAIN', 'MATH_TEST', 'coverage',
+           'mean_coverage', 'pass_at_k', 'mean_pass_at_k', 'log1mexp', 'dco_objective', 'dco_weight', 'dco_loss',
+           'passn_examples', 'split_example', 'answer_logprobs', 'sample_answers', 'correct_counts', 'make_task',
+           'last_boxed', 'math_problem', 'math_task', 'evaluate_passn', 'passn_metrics', 'objective_name',
+           'train_and_track', 'passn_data', 'passn_model', 'compare_objectives', 'passn_items',
+           'sampled_vs_analytic_gap', 'weight_summary', 'final_table', 'epoch_table', 'run_metrics', 'table1_change',
+           'passn_departs', 'passn_claims', 'plot_passn_curves', 'plot_weight', 'plot_confidence', 'plot_ce_by_epoch',
+           'plot_coverage_by_group', 'plot_final', 'plot_train_weights', 'plot_confidences', 'findings_markdown',
+           'check_params', 'requirements']
 
 # %% ../nbs/api/13_passn.ipynb #298724fe
 def _check_prob(p, name="p"):
@@ -803,3 +804,17 @@ def check_params(p:dict, # the notebook's parameters (the whole resolved dict)
     check_list(p, "ks", int, lo=1, unique=True, increasing=True)
     check_int(p, "n_samples", lo=0)
     return p
+
+# %% ../nbs/api/13_passn.ipynb #d7316233
+MATH_TRAIN, MATH_TEST = "EleutherAI/hendrycks_math", "HuggingFaceH4/MATH-500"
+
+def requirements(p:dict, # the resolved parameters
+                )->dict: # models, datasets, packages [(module, pip name)], memory (`repro.estimate_memory`'s arguments)
+    "What a passn run with parameters `p` loads from the hub and the sizes of its GPU memory estimate."
+    from pathlib import Path
+    if p["task"] != "math": return dict(models=[], datasets=[], packages=[], memory=None)
+    m = p["model_name"]
+    rows = min(p["max_rows"], p["n_samples"] * p["n_test"]) if p["n_samples"] else 0
+    return dict(models=[m] if "/" in m and not Path(m).exists() else [], datasets=[MATH_TRAIN, MATH_TEST], packages=[],
+                memory=dict(model=m, dtype="bfloat16" if p["dtype"] == "auto" else p["dtype"], train="full",
+                            batch=max(p["batch_size"], rows), seq_len=512))

@@ -247,6 +247,9 @@ class Run:
         "Check the claims, write metrics.json (last, atomically) and, for a run staged here, move the folder into place (`self.final`)."
         check_claims(claims)
         prov = provenance(seed=self.seed, started=self.started, wall_s=self.elapsed)
+        import torch
+        if torch.cuda.is_available() and torch.cuda.is_initialized():   # the run's peak, for the suite's GPU check
+            prov["peak_gpu_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         doc = dict(name=self.name, preset=self.preset, params=self.params, provenance=prov, metrics=metrics, claims=claims)
         write_json_atomic(self.dir/"metrics.json", doc)
         out = self.dir
@@ -295,8 +298,9 @@ KNOWN_MODELS = {
 }
 _BYTES = dict(float32=4, fp32=4, bfloat16=2, bf16=2, float16=2, fp16=2)
 
-def model_shape(model_id:str)->dict|None:
-    "Parameters, layers, KV heads and head size of a model: from `KNOWN_MODELS`, else from its config (stand-in or hub cache); None if unknown."
+def model_shape(model_id:str|dict)->dict|None:
+    "Parameters, layers, KV heads and head size of a model: a shape dict as given, from `KNOWN_MODELS`, else from its config (stand-in or hub cache); None if unknown."
+    if isinstance(model_id, dict): return dict(model_id)
     if model_id in KNOWN_MODELS: return dict(KNOWN_MODELS[model_id])
     try:
         from transformers import AutoConfig
@@ -312,22 +316,25 @@ def model_shape(model_id:str)->dict|None:
     params = V * H * (1 if getattr(c, "tie_word_embeddings", True) else 2) + L * (H * (H + 2 * kv * hd) + H * H + 3 * H * inter)
     return dict(params=float(params), layers=L, kv_heads=kv, head_dim=hd)
 
-def estimate_memory(model:str, # a hub id (or anything `model_shape` knows)
+def estimate_memory(model:str|dict, # a hub id (or anything `model_shape` knows), or a shape dict (params, layers, kv_heads, head_dim[, name])
                     dtype:str="bfloat16", # the weights' dtype
                     train:str|None=None, # None (inference), "full" (AdamW on every weight) or "lora"
                     batch:int=1, # sequences held at once
                     seq_len:int=2048, # tokens per sequence (prompt + generation)
                     trainable_frac:float=0.01, # the share of parameters LoRA trains
+                    copies:int=1, # copies of the model held at once (a frozen reference, an oracle, ...)
+                    trained_copies:int=1, # how many of them are trained at once
                    )->dict|None: # GiB per part and in total; None when the model's shape is unknown
     "GPU memory a preset needs, in GiB: weights, gradients and AdamW state of what is trained, and the KV cache (activations not counted)."
     sh = model_shape(model)
     if sh is None: return None
     b = _BYTES.get(str(dtype).removeprefix("torch."), 4); gib = 2**30
-    trained = {None: 0.0, "full": 1.0, "lora": trainable_frac}[train] * sh["params"]
-    out = dict(weights=sh["params"] * b / gib, gradients=trained * b / gib, optimizer=trained * 2 * b / gib,
+    trained = {None: 0.0, "full": 1.0, "lora": trainable_frac}[train] * sh["params"] * trained_copies
+    out = dict(weights=copies * sh["params"] * b / gib, gradients=trained * b / gib, optimizer=trained * 2 * b / gib,
                kv_cache=2 * sh["layers"] * sh["kv_heads"] * sh["head_dim"] * seq_len * batch * b / gib)
     out = {k: round(v, 2) for k, v in out.items()}
-    return dict(out, total=round(sum(out.values()), 2), model=model, dtype=str(dtype), train=train, batch=batch, seq_len=seq_len)
+    name = sh.get("name", "custom") if isinstance(model, dict) else model
+    return dict(out, total=round(sum(out.values()), 2), model=name, dtype=str(dtype), train=train, batch=batch, seq_len=seq_len, copies=copies)
 
 def hub_check(hub_id:str, # a hub model or dataset id
               kind:str="model", # "model" or "dataset"

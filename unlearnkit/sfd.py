@@ -31,8 +31,8 @@ __all__ = ['RANDOM_SAFE', 'REGISTRY', 'METHODS', 'MIN_REPEATS', 'PAPER_UA', 'PAP
            'check_forget', 'ForgetTask', 'ForgetResult', 'register', 'ForgetMethod', 'get_method', 'unlearn', 'Teacher',
            'Retrain', 'pair_images', 'score_ft_loss', 'ScoreFT', 'fake_score_loss', 'sid_generator_loss', 'SFD',
            'score_samples', 'probe_rows', 'real_features', 'summary_rows', 'per_class_rows', 'fd_per_class',
-           'timing_rows', 'check_params', 'departs_from_paper', 'noninferiority_bootstrap', 'sfd_claims',
-           'plot_ua_curve', 'plot_retained_quality']
+           'timing_rows', 'check_params', 'requirements', 'departs_from_paper', 'noninferiority_bootstrap',
+           'sfd_claims', 'plot_ua_curve', 'plot_retained_quality']
 
 # %% ../nbs/api/18a_sfd.ipynb #91d8036e
 RANDOM_SAFE = -1   # `safe` value: a random retained class per sample (the official code's "rand")
@@ -441,6 +441,21 @@ def check_params(p:dict)->dict:
     need(p["fid"] == "classifier" or src != "digits", "fid", p["fid"], "'classifier' for the digits (Inception needs larger RGB images)")
     check_int(p, "threads", lo=0)
     return p
+
+# %% ../nbs/api/18a_sfd.ipynb #dd990880
+def requirements(p:dict, # the resolved parameters
+                )->dict: # models, datasets, packages [(module, pip name)], memory (`repro.estimate_memory`'s arguments)
+    "What an sfd run with parameters `p` loads from the hub, the packages it needs and the sizes of its GPU memory estimate."
+    hub = p["source"] != "digits"
+    packages = [("torchmetrics", "'torchmetrics[image]'"), ("torch_fidelity", "'torchmetrics[image]'")] if p["fid"] == "inception" else []
+    memory = None
+    if hub:   # the digits run in seconds on a CPU: no estimate (and no diffusers import) for them
+        with torch.device("meta"):
+            unet = make_unet(p["image_size"], p["n_classes"], 3, p["channels"], p["layers_per_block"], p["attention_res"], p["dropout"])
+        n = float(sum(t.numel() for t in unet.parameters()))
+        memory = dict(model=dict(params=n, layers=0, kv_heads=0, head_dim=0, name=f"UNet2DModel ({n / 1e6:.1f}M)"),
+                      dtype="float32", train="full", copies=3, trained_copies=2, batch=2 * p["sfd_batch"], seq_len=0)
+    return dict(models=[], datasets=[p["source"]] if hub else [], packages=packages, memory=memory)
 
 # %% ../nbs/api/18a_sfd.ipynb #050a436e
 def departs_from_paper(p:dict, # the run's parameters

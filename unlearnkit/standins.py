@@ -21,8 +21,9 @@ from .data import load_play
 from .models import _smollm2_cached
 
 # %% auto #0
-__all__ = ['TOKENIZER_FAMILIES', 'ARCHS', 'STANDIN_MODELS', 'STANDIN_DATASETS', 'family_tokenizer', 'standin_model',
-           'make_model_standin', 'make_dataset_standin', 'make_standins']
+__all__ = ['TOKENIZER_FAMILIES', 'ARCHS', 'STANDIN_MODELS', 'CIFAR10_CLASSES', 'STANDIN_DATASETS', 'STANDIN_OVERRIDES',
+           'family_tokenizer', 'standin_model', 'make_model_standin', 'make_dataset_standin', 'make_standins',
+           'standin_args']
 
 # %% ../nbs/api/92_standins.ipynb #30838cdb
 _LLAMA3_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
@@ -174,8 +175,25 @@ def _cnn_dailymail(rng):
             out[cfg][split] = rows
     return out, dict(article="string", highlights="string", id="string")
 
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+def _cifar10(rng):
+    "32×32 RGB PNGs (a class-coloured square on noise), `img` an Image and `label` a ClassLabel, as in uoft-cs/cifar10."
+    import datasets, numpy as np
+    from PIL import Image
+    g = np.random.default_rng(rng.getrandbits(32)); out = {"plain_text": {}}
+    for split, n in (("train", 8), ("test", 2)):
+        rows = []
+        for c in range(len(CIFAR10_CLASSES)):
+            for _ in range(n):
+                a = g.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                a[8:24, 8:24] = (np.array([c * 25, 255 - c * 25, (c * 80) % 256]) + g.integers(-10, 10, 3)).clip(0, 255)
+                rows.append(dict(img=Image.fromarray(a), label=c))
+        out["plain_text"][split] = rows
+    return out, dict(img=datasets.Image(), label=datasets.ClassLabel(names=CIFAR10_CLASSES))
+
 STANDIN_DATASETS = {"memari/booksort": _booksort, "EleutherAI/hendrycks_math": _hendrycks_math,
-                    "HuggingFaceH4/MATH-500": _math500, "abisee/cnn_dailymail": _cnn_dailymail}
+                    "HuggingFaceH4/MATH-500": _math500, "abisee/cnn_dailymail": _cnn_dailymail, "uoft-cs/cifar10": _cifar10}
 
 def _card(configs:dict)->str:
     lines = ["---", "configs:"]
@@ -192,7 +210,7 @@ def make_dataset_standin(hub_id:str, # a key of `STANDIN_DATASETS`
     import datasets
     if hub_id not in STANDIN_DATASETS: raise ValueError(f"no stand-in recipe for the dataset {hub_id!r}; known: {', '.join(STANDIN_DATASETS)}")
     configs, types = STANDIN_DATASETS[hub_id](random.Random(seed))
-    feats = datasets.Features({k: datasets.Value(v) for k, v in types.items()})
+    feats = datasets.Features({k: datasets.Value(v) if isinstance(v, str) else v for k, v in types.items()})
     with atomic_dir(Path(root)/"datasets"/standin_name(hub_id)) as tmp:
         for cfg, splits in configs.items():
             for sp, rows in splits.items():
@@ -211,3 +229,23 @@ def make_standins(root:str|Path, # the folder `$UNLEARNKIT_STANDINS` will name
     for m in (STANDIN_MODELS if models is None else models): make_model_standin(m, root)
     for d in (STANDIN_DATASETS if datasets is None else datasets): make_dataset_standin(d, root)
     return root
+
+# %% ../nbs/api/92_standins.ipynb #3b17859c
+STANDIN_OVERRIDES = {
+    "knights": dict(people=[3], n_train=4, n_test=2, n_eval=2, epochs=1, eval_every=1, batch_size=2, grad_accum=2,
+                    eval_batch_size=16, n_zero_shot=2, threads=1),
+    "passn": dict(n_train=4, n_test=2, objectives=[1, 16], epochs=1, batch_size=2, grad_accum=2, ks=[1, 4], n_samples=4, max_rows=16),
+    "kvcache": dict(n_pairs=4, ctx_len=12, n_queries=2, n_keys=8, d_model=32, n_train=32, train_steps=2, batch_size=8, n_eval=4,
+                    budgets=[8], alphas=[0.95], gate_hidden=8, gate_steps=2, lm_tokens=48, lm_passages=2, lm_budgets=[16],
+                    lm_chunk=32, mem_lengths=[16, 24]),
+    "unlearning": dict(n_people=10, n_holdout=4, forget_fracs=[0.1], fit_epochs=1, fit_batch=8, unlearn_epochs=1, unlearn_batch=4,
+                       n_eval_retain=10, remind_samples=1, rmu_layer=1, threads=1),
+    "sfd": dict(image_size=16, channels=[8, 8, 8, 8], max_per_class=4, train_steps=2, batch_size=8, ft_steps=2, sfd_steps=2,
+                sfd_batch=4, probe_every=1, clf_steps=2, clf_width=8, n_eval=2, sample_steps=2, fid="classifier", timing_repeats=5, threads=1),
+}
+
+def standin_args(name:str, # a reproduction with an entry in `STANDIN_OVERRIDES`
+                )->list[str]: # ["-p", KEY, VALUE, ...] for `unlearnkit-repro run NAME --preset gpu`
+    "The command-line overrides that shrink a reproduction's gpu preset to stand-in size."
+    if name not in STANDIN_OVERRIDES: raise ValueError(f"no stand-in overrides for {name!r}; known: {', '.join(STANDIN_OVERRIDES)}")
+    return [a for k, v in STANDIN_OVERRIDES[name].items() for a in ("-p", k, v if isinstance(v, str) else json.dumps(v))]

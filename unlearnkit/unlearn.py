@@ -32,8 +32,8 @@ __all__ = ['REGISTRY', 'TRAINED_METHODS', 'GU_BASES', 'FIT_WARMUP', 'SOURCES', '
            'retain_half', 'UnlearnResult', 'register', 'Unlearner', 'get_method', 'GradAscent', 'GradDiff', 'npo_loss',
            'simnpo_loss', 'NPO', 'SimNPO', 'decoder_layers', 'mlp_out_proj', 'rmu_target', 'RMU', 'fisher_diag',
            'ssd_dampen', 'SSD', 'project_out', 'orthonormal_basis', 'GU', 'reinit_', 'Retrain', 'unlearn',
-           'check_params', 'build_methods', 'gu_runs', 'oracle_method', 'fresh_model', 'fit_target', 'SplitRun',
-           'eval_splits', 'run_split', 'split_items', 'methods_table', 'item_efficacy', 'illusion_test',
+           'check_params', 'requirements', 'build_methods', 'gu_runs', 'oracle_method', 'fresh_model', 'fit_target',
+           'SplitRun', 'eval_splits', 'run_split', 'split_items', 'methods_table', 'item_efficacy', 'illusion_test',
            'illusion_table', 'probe_probs', 'trajectories', 'at_forget_level', 'gu_items', 'trajectory_means',
            'ssd_sensitivity', 'departures', 'unlearning_claims', 'plot_forget_vs_utility', 'plot_illusion',
            'plot_trajectories', 'plot_ssd_sweep']
@@ -521,6 +521,16 @@ def check_params(p:dict, # the resolved parameters of the reproduction (preset, 
     check_float(p, "aggressive_lr_mult", lo=1, lo_open=True)
     check_int(p, "n_eval_retain", lo=10); check_int(p, "remind_samples", lo=1); check_int(p, "threads", lo=1)
     return p
+
+# %% ../nbs/api/16_unlearn.ipynb #faf79c82
+def requirements(p:dict, # the resolved parameters
+                )->dict: # models, datasets, packages [(module, pip name)], memory (`repro.estimate_memory`'s arguments)
+    "What an unlearning run with parameters `p` loads from the hub and the sizes of its GPU memory estimate."
+    from pathlib import Path
+    m = p["model"]
+    if m == "tiny" or "/" not in m or Path(m).exists(): return dict(models=[], datasets=[], packages=[], memory=None)
+    return dict(models=[m], datasets=[], packages=[],
+                memory=dict(model=m, dtype="bfloat16", train="full", batch=max(p["fit_batch"], 2 * p["unlearn_batch"]), seq_len=128, copies=5))
 
 # %% ../nbs/api/16_unlearn.ipynb #d12630bc
 FIT_WARMUP = 50   # warm-up steps of the target's (and the oracle's) cosine schedule
