@@ -238,8 +238,11 @@ STANDIN_OVERRIDES = {
     "kvcache": dict(n_pairs=4, ctx_len=12, n_queries=2, n_keys=8, d_model=32, n_train=32, train_steps=2, batch_size=8, n_eval=4,
                     budgets=[8], alphas=[0.95], gate_hidden=8, gate_steps=2, lm_tokens=48, lm_passages=2, lm_budgets=[16],
                     lm_chunk=32, mem_lengths=[16, 24]),
+    # unlearning: the methods whose code differs on a real architecture (RMU's layer steering, SSD's Fisher, GU's
+    # projection) and one plain loss; every audit runs, on a handful of items (each forward makes 128k-way logits)
     "unlearning": dict(n_people=10, n_holdout=4, forget_fracs=[0.1], fit_epochs=1, fit_batch=8, unlearn_epochs=1, unlearn_batch=4,
-                       n_eval_retain=10, remind_samples=1, rmu_layer=1, threads=1),
+                       methods=["ga", "rmu", "ssd", "gu"], ssd_sweep=[10], gu_k=1, n_eval_retain=10, remind_samples=1,
+                       rmu_layer=1, threads=1),
     "sfd": dict(image_size=16, channels=[8, 8, 8, 8], max_per_class=4, train_steps=2, batch_size=8, ft_steps=2, sfd_steps=2,
                 sfd_batch=4, probe_every=1, clf_steps=2, clf_width=8, n_eval=2, sample_steps=2, fid="classifier", timing_repeats=5, threads=1),
 }
