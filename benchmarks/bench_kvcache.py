@@ -9,7 +9,8 @@
    this script creates on first use: `python -m venv benchmarks/.venv-kvpress` and
    `pip install kvpress 'transformers<5.3' torch==2.13.0`.
 
-Usage: python benchmarks/bench_kvcache.py [--budget 256] [--prompt-tokens 512] [--new-tokens 64] [--buffers "0 16"] [--reps 5] [--skip-kvpress]
+Usage: python benchmarks/bench_kvcache.py [--budget 256] [--prompt-tokens 512] [--new-tokens 64] [--buffers "0 16"] [--reps 5]
+       [--threads 2] [--policies "h2o a2sf"] [--skip-kvpress]
 Writes benchmarks/out/kvcache.json and prints Markdown tables. Default run: a few minutes on 2 CPU cores.
 """
 from __future__ import annotations
@@ -96,6 +97,8 @@ def main(argv=None):
     ap.add_argument("--buffers", default="0 16", help="eviction buffers to time (0 = evict every step, the strict budget; "
                     "b > 0 = evict down to B once B + b tokens are held, as TRIM-KV's code does)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--policies", default="", help="time only these policies (names as in the table's first words, e.g. 'h2o a2sf'); "
+                    "the plain DynamicCache always runs")
     ap.add_argument("--skip-kvpress", action="store_true", help="only the decode-overhead part")
     ap.add_argument("--skip-decode", action="store_true", help="only the kvpress comparison")
     ap.add_argument("--out", default=str(HERE/"out"/"kvcache.json"))
@@ -105,6 +108,8 @@ def main(argv=None):
     if a.skip_kvpress and a.skip_decode: ap.error("--skip-kvpress and --skip-decode together leave nothing to run")
     torch.set_num_threads(a.threads)
     import unlearnkit.kvcache as KV
+    try: import unlearnkit.trimkv as TK
+    except ModuleNotFoundError: TK = KV   # before the split, TRIM-KV lived in unlearnkit.kvcache
     from unlearnkit.models import load_lm, _smollm2_cached
     from unlearnkit.data import load_play
     model, tok = load_lm("smollm2-135m")
@@ -112,13 +117,17 @@ def main(argv=None):
     prompt = tok(text, add_special_tokens=False)["input_ids"][5000:5000 + a.prompt_tokens]
     ids = torch.tensor([prompt])
     B, N = a.budget, a.new_tokens
-    res = dict(device="cpu", threads=a.threads, budget=B, prompt_tokens=a.prompt_tokens, new_tokens=N,
-               torch=torch.__version__, transformers=__import__("transformers").__version__)
+    res = dict(device="cpu", threads=a.threads, budget=B, prompt_tokens=a.prompt_tokens, new_tokens=N, cpus=os.cpu_count(),
+               loadavg_start=os.getloadavg(), torch=torch.__version__, transformers=__import__("transformers").__version__,
+               unlearnkit=str(Path(KV.__file__).parent))
 
     # 1. decode overhead and memory
     pols = {"full (plain DynamicCache)": None, "full (under the eviction hook)": KV.Full(),
             "streaming_llm": KV.StreamingLLM(n_sink=4), "h2o": KV.H2O(n_recent=B//2), "a2sf (α=0.9)": KV.A2SF(alpha=0.9, n_recent=B//2),
-            "tova": KV.TOVA(), "knorm": KV.Knorm(), "random": KV.Random(), "trimkv (untrained gates)": KV.TrimKV(gates=KV.RetentionGates(model, hidden=512))}
+            "tova": KV.TOVA(), "knorm": KV.Knorm(), "random": KV.Random(), "trimkv (untrained gates)": TK.TrimKV(gates=TK.RetentionGates(model, hidden=512))}
+    if a.policies:
+        keep = a.policies.split()
+        pols = {k: v for k, v in pols.items() if v is None or k.split()[0] in keep}
     buffers = [int(b) for b in a.buffers.split()]
     runs = [(name, pol, 0) for name, pol in pols.items()]
     runs += [(name, pol, b) for b in buffers if b for name, pol in pols.items() if pol is not None and pol.evicts]
@@ -139,6 +148,7 @@ def main(argv=None):
         r["overhead_vs_full"] = r["ms_per_token"]/rows[0]["ms_per_token"] - 1
         r["cpu_overhead_vs_full"] = r["cpu_ms_per_token"]/rows[0]["cpu_ms_per_token"] - 1
     res["decode"] = rows
+    res["loadavg_end"] = os.getloadavg()
 
     # 2. kvpress comparison
     if not a.skip_kvpress:
@@ -172,7 +182,7 @@ def main(argv=None):
                 res["kvpress"] = dict(version=kp["kvpress"], transformers=kp["transformers"], comparison=comp)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1))
-    print(f"\nwrote {a.out}")
+    print(f"\nwrote {a.out}; load average {res['loadavg_start']} at the start, {res.get('loadavg_end')} at the end of the decode part")
     print("\n| policy | buffer | wall ms/token | vs full | CPU ms/token | vs full | held peak (MiB) |\n|---|---|---|---|---|---|---|")
     for r in rows: print(f"| {r['policy']} | {r['buffer']} | {r['ms_per_token']:.1f} | {100*r['overhead_vs_full']:+.0f}% "
                          f"| {r['cpu_ms_per_token']:.1f} | {100*r['cpu_overhead_vs_full']:+.0f}% | {r['held_peak']/2**20:.2f} |")

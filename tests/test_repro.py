@@ -76,9 +76,15 @@ def test_run_writes_schema_and_executed_notebook(tmp_path):
     assert "demo 00:" in r.stdout, "the run prints the section it is in"
 
 def test_preset_from_settings(tmp_path):
-    r = cli("run", "demo", "--preset", "gpu", "--dry-run", env=DEMO)
+    r = cli("run", "demo", "--preset", "gpu", "--dry-run", "--device", "cpu", env=DEMO)
     p = json.loads(r.stdout)["params"]
     assert p["steps"] == 10 and p["lr"] == 0.01 and p["preset"] == "gpu"
+
+def test_gpu_preset_needs_cuda_or_an_explicit_cpu_opt_in(tmp_path):
+    import torch
+    if torch.cuda.is_available(): pytest.skip("this machine has CUDA")
+    r = cli("run", "demo", "--preset", "gpu", "--out", tmp_path/"o", env=DEMO)
+    assert "pass --device cpu" in one_line_error(r) and not (tmp_path/"o").exists()
 
 # --- results folders the runner did not make ------------------------------------------------------------------
 

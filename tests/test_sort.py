@@ -56,7 +56,7 @@ def test_claims_table(smoke):
     ic = next(c for c in m["metrics"]["by_condition"] if c["condition"] == "in_context")
     assert claims["in_context_above_chance"]["held"] == (ic["acc"] > 0.5 and ic["p_value"] < 0.05)
     nc = next(c for c in m["metrics"]["by_condition"] if c["condition"] == "no_context")
-    assert claims["no_context_at_chance"]["held"] == (nc["p_value"] >= 0.05 or abs(nc["acc"] - 0.5) <= 0.03)
+    assert claims["no_context_at_chance"]["held"] == (nc["p_value"] >= 0.05 or abs(nc["acc"] - 0.5) <= 0.03)   # 0.03: the claim's equivalence margin, not rounding
     if not claims["in_context_above_chance"]["held"]:   # the trend claims cannot be tested without the task working
         for k in ("in_context_falls_with_length", "accuracy_rises_with_distance", "finetune_below_in_context"):
             assert claims[k]["held"] is None

@@ -8,30 +8,34 @@ Docs: https://unlearnkit.github.io/unlearnkit/api/audit.html.md"""
 from __future__ import annotations
 import math, random, zlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import stats
 from .evaluate import generate, rouge_l
-from .train import collate
+from .train import collate, encode_example
 
 # %% auto #0
-__all__ = ['MIA_ATTACKS', 'METRICS', 'encode_pairs', 'answer_stats', 'truth_ratios', 'tr_score', 'forget_quality',
-           'harmonic_mean', 'rouge_recall', 'auc', 'mia_scores', 'privleak', 'embedding_neighbours', 'perturb_pairs',
-           'remind_features', 'cv_auc', 'Audit', 'audit_model', 'compare_to_oracle', 'forgetting_efficacy',
-           'audit_table', 'print_guide']
+__all__ = ['MIA_ATTACKS', 'METRICS', 'encode_pairs', 'min_k', 'answer_stats', 'truth_ratios', 'tr_score', 'forget_quality',
+           'harmonic_mean', 'rouge_recall', 'auc', 'zlib_bytes', 'mia_scores', 'privleak', 'embedding_neighbours',
+           'perturb_pairs', 'remind_features', 'cv_auc', 'AuditContext', 'Metric', 'register_metric', 'metric_guide',
+           'Audit', 'audit_model', 'compare_to_oracle', 'forgetting_efficacy', 'audit_table', 'print_guide']
 
 # %% ../nbs/api/17_audit.ipynb #7872583d
 def encode_pairs(tok, # the tokenizer
                  prompts:list[str], # questions (conditioning, not scored)
                  answers:list[str], # answers (scored); a leading space is added
                 )->list[tuple]: # (prompt ids, answer ids) per item
-    "Token ids of prompt and answer, tokenized separately."
+    "Token ids of prompt and answer, tokenized separately (`train.encode_example`, the suite's one boundary and BOS rule)."
     if len(prompts) != len(answers): raise ValueError(f"prompts ({len(prompts)}) and answers ({len(answers)}) differ in length")
-    bos = [tok.bos_token_id] if getattr(tok, "add_bos_token", False) and tok.bos_token_id is not None else []
-    return [(bos + tok(p, add_special_tokens=False)["input_ids"], tok(" " + a, add_special_tokens=False)["input_ids"])
-            for p, a in zip(prompts, answers)]
+    out = []
+    for p, a in zip(prompts, answers):
+        ex = encode_example(tok, p, " " + a)
+        n = sum(l == -100 for l in ex["labels"])
+        out.append((ex["input_ids"][:n], ex["input_ids"][n:]))
+    return out
 
 def _extraction_strength(hit:np.ndarray)->float:
     "1 − k/|y| with k the shortest prefix after which every argmax prediction is right (Carlini et al.; open-unlearning)."
@@ -40,11 +44,18 @@ def _extraction_strength(hit:np.ndarray)->float:
     while k > 0 and hit[k-1]: k -= 1
     return 1 - k / n
 
+def min_k(scores:np.ndarray, # per-token scores of one item (log-probabilities, or Min-K%++'s z-scores)
+          k:float=0.4, # the fraction of lowest scores averaged
+         )->float:
+    "Min-K% (Shi et al. 2024): minus the mean of the lowest max(1, ⌊k·n⌋) scores (open-unlearning's count)."
+    s = np.sort(np.asarray(scores, float))
+    return float(-s[:max(1, int(k * len(s)))].mean())
+
 @torch.no_grad()
 def answer_stats(model, # a causal LM
                  pairs:list[tuple], # (prompt ids, answer ids), from `encode_pairs`
                  batch_size:int=64, # items per forward pass
-                 k:float=0.4, # fraction of lowest-scoring tokens Min-K% and Min-K%++ average
+                 k:float=0.4, # fraction of lowest-scoring tokens Min-K% and Min-K%++ average (max(1, ⌊k·|y|⌋) tokens)
                 )->dict: # name -> (n,) array
     "Per-item NLL (mean and sum), exact memorization, extraction strength, Min-K% and Min-K%++ scores."
     if not pairs: raise ValueError("no items to score")
@@ -67,10 +78,9 @@ def answer_stats(model, # a causal LM
         for j in range(len(chunk)):
             m = mask[j]
             lp, zz, h = tlp[j][m].cpu().numpy(), z[j][m].cpu().numpy(), hit[j][m].cpu().numpy()
-            kk = max(1, int(math.ceil(k * len(lp))))
             out["nll_mean"].append(-lp.mean()); out["nll_sum"].append(-lp.sum()); out["n_tokens"].append(len(lp))
             out["em"].append(h.mean()); out["es"].append(_extraction_strength(h))
-            out["mink"].append(-np.sort(lp)[:kk].mean()); out["minkpp"].append(-np.sort(zz)[:kk].mean())
+            out["mink"].append(min_k(lp, k)); out["minkpp"].append(min_k(zz, k))
     return {x: np.asarray(v, dtype=float) for x, v in out.items()}
 
 # %% ../nbs/api/17_audit.ipynb #5f67d255
@@ -131,6 +141,10 @@ def auc(pos:np.ndarray, # scores of positives (members)
 
 MIA_ATTACKS = ("loss", "zlib", "mink", "minkpp", "ref")
 
+def zlib_bytes(text:str)->int:
+    "Length in bytes of the zlib-compressed UTF-8 text (the zlib attack's entropy estimate)."
+    return len(zlib.compress(text.encode("utf-8")))
+
 def mia_scores(st:dict, # `answer_stats` of the audited model
                answers:list[str]|None=None, # the answer texts (for zlib; skipped when None)
                ref:dict|None=None, # `answer_stats` of a reference model (for the "ref" attack)
@@ -138,15 +152,18 @@ def mia_scores(st:dict, # `answer_stats` of the audited model
     "Membership scores of every item under each attack."
     out = dict(loss=-st["nll_mean"], mink=-st["mink"], minkpp=-st["minkpp"])
     if answers is not None:
-        out["zlib"] = -st["nll_sum"] / np.array([len(zlib.compress(a.encode())) for a in answers], float)
+        out["zlib"] = -st["nll_mean"] / np.array([zlib_bytes(a) for a in answers], float)
     if ref is not None: out["ref"] = -(st["nll_mean"] - ref["nll_mean"])
     return out
 
-def privleak(auc_model:float, # MIA AUC of the audited model (forget vs holdout)
-             auc_oracle:float, # the same AUC of the oracle
+def privleak(auc_model:float, # MIA AUC (forget vs holdout, 1 = forget looks memorised) of the audited model
+             auc_oracle:float, # the same AUC of the retrained oracle
             )->float:
-    "MUSE's privleak in %: (AUC − AUC_oracle) / AUC_oracle × 100."
-    return 100 * (auc_model - auc_oracle) / auc_oracle
+    "MUSE's PrivLeak in %: (AUC_retrain − AUC) / (1 − AUC_retrain) × 100 (−100: memorised, 0: like retrain, > 0: over-unlearned)."
+    if not (0 <= auc_model <= 1 and 0 <= auc_oracle <= 1): raise ValueError(f"AUCs must be in [0, 1], got {auc_model} and {auc_oracle}")
+    if auc_model == auc_oracle: return 0.0
+    if auc_oracle == 1: return float("nan")   # undefined: the oracle itself tells forget from holdout perfectly
+    return 100 * (auc_oracle - auc_model) / (1 - auc_oracle)
 
 # %% ../nbs/api/17_audit.ipynb #a6fa1898
 def embedding_neighbours(emb:torch.Tensor, # (V, d) input embedding matrix
@@ -230,38 +247,207 @@ def cv_auc(pos:np.ndarray, # (n_pos, f) features of positives
     return auc(score[y == 1], score[y == 0])
 
 # %% ../nbs/api/17_audit.ipynb #90b8ea9d
+class AuditContext:
+    "One model's view of the benchmark splits: per-split statistics computed once, on first use, and kept per item."
+    def __init__(self, model, # the audited causal LM
+                 tok, # its tokenizer
+                 splits:dict, # name -> rows (a datasets.Dataset from `world_splits`, or a list of dicts)
+                 neighbours:torch.Tensor|None=None, # token neighbours for REMIND (default: from this model's embeddings)
+                 radii:tuple=(1, 2, 3), # REMIND perturbation radii
+                 n_samples:int=4, # REMIND perturbations per radius
+                 batch_size:int=64, # items per forward pass
+                 seed:int=0, # seeds the REMIND perturbations
+                ):
+        self.model, self.tok, self.splits, self.neighbours = model, tok, splits, neighbours
+        self.radii, self.n_samples, self.batch_size, self.seed = tuple(radii), n_samples, batch_size, seed
+        self._cache, self.items = {}, {}
+    def _once(self, key, fn):
+        if key not in self._cache:
+            if self.model is None: raise ValueError(f"this audit was released before {key[0]} of split {key[-1]!r} was computed")
+            self._cache[key] = fn()
+        return self._cache[key]
+    def split(self, name:str):
+        "The rows of a split (a clear error when the audit lacks it)."
+        if name not in self.splits: raise ValueError(f"the audit needs split {name!r} (see world_splits)")
+        return self.splits[name]
+    def column(self, name:str, key:str)->list:
+        "One column of a split's rows."
+        rows = self.split(name)
+        return list(rows[key]) if hasattr(rows, "column_names") else [r[key] for r in rows]
+    def _put(self, name, **cols):
+        d = self.items.setdefault(name, {})
+        for k, v in cols.items(): d[k] = np.asarray(v, float)
+    def pairs(self, name:str)->list:
+        "Prompt and answer token ids of a split (`encode_pairs`)."
+        return self._once(("pairs", name), lambda: encode_pairs(self.tok, self.column(name, "prompt"), self.column(name, "answer")))
+    def stats(self, name:str)->dict:
+        "`answer_stats` of a split; per item: prob, nll, n_tokens, em, es, mink, minkpp and the answer's zlib bytes."
+        def f():
+            st = answer_stats(self.model, self.pairs(name), self.batch_size)
+            self._put(name, prob=np.exp(-st["nll_mean"]), nll=st["nll_mean"], n_tokens=st["n_tokens"], em=st["em"], es=st["es"],
+                      mink=st["mink"], minkpp=st["minkpp"], zlib_bytes=[zlib_bytes(a) for a in self.column(name, "answer")])
+            return st
+        return self._once(("stats", name), f)
+    def mia(self, name:str)->dict:
+        "Membership scores of a split's items under every attack but the reference one (`mia_scores`)."
+        return self._once(("mia", name), lambda: mia_scores(self.stats(name), self.column(name, "answer")))
+    def rouge(self, name:str)->np.ndarray:
+        "ROUGE-L recall of the greedy answers of a split, per item."
+        def f():
+            r = rouge_recall(self.model, self.tok, self.split(name), batch_size=self.batch_size)[0]
+            self._put(name, rouge=r); return r
+        return self._once(("rouge", name), f)
+    def truth_ratios(self, name:str)->np.ndarray:
+        "TOFU truth ratios of a split, per item."
+        def f():
+            tr = truth_ratios(self.model, self.tok, self.split(name), self.batch_size)
+            self._put(name, tr=tr); return tr
+        return self._once(("tr", name), f)
+    def remind(self, name:str)->np.ndarray:
+        "REMIND loss-landscape features of a split (the perturbations are seeded by split, so every model sees the same ones)."
+        def f():
+            if self.neighbours is None:
+                self.neighbours = embedding_neighbours(self.model.get_input_embeddings().weight, exclude=tuple(self.tok.all_special_ids))
+            off = {"forget": 0, "holdout": 1}.get(name, 2)
+            pert = perturb_pairs(self.pairs(name), self.neighbours, self.radii, self.n_samples, seed=self.seed + off)
+            x = remind_features(self.model, self.pairs(name), pert, self.batch_size * 2)
+            self._put(name, remind_sharpness=x[:, 1]); return x
+        return self._once(("remind", name), f)
+
+@dataclass(frozen=True)
+class Metric:
+    "A registered audit metric: a function of an `AuditContext` (and the oracle's, if `oracle`), and how to read it."
+    name: str
+    fn: Callable # fn(ctx) -> float, or fn(ctx, oracle_ctx) when `oracle`; None means "not applicable to these splits"
+    needs: tuple # splits it reads (must be present; the metric is skipped when one is empty)
+    reference: str # what to read it against: "oracle", "target", or a value
+    reading: str # one sentence on how to read it
+    bounds: tuple = (0.0, 1.0) # the range its values lie in
+    optional: tuple = () # splits it also reads when they are present and non-empty
+    oracle: bool = False # compares with the oracle's audit (filled in by `compare_to_oracle`)
+    at_oracle: float|None = None # its value for the oracle audited against itself
+    def __repr__(self): return f"Metric({self.name}: needs {', '.join(self.needs)}; reference {self.reference})"
+
+METRICS: dict = {}
+
+def register_metric(name:str, # the key in `METRICS` and in every audit's summary
+                    needs:tuple, # the splits it reads
+                    reference:str, # what to read it against
+                    reading:str, # one sentence on how to read it
+                    **kw, # bounds, optional, oracle, at_oracle (see `Metric`)
+                   )->Callable:
+    "Decorator (or call on a function): add a metric to `METRICS`."
+    def deco(fn):
+        METRICS[name] = Metric(name, fn, tuple(needs), reference, reading, **kw); return fn
+    return deco
+
+def _mean_prob(ctx, s, mask=None):
+    p = np.exp(-ctx.stats(s)["nll_mean"])
+    if mask is not None: p = p[mask]
+    return float(p.mean()) if len(p) else None
+
+def _attack_auc(ctx, attack, pos="forget", neg="holdout"): return auc(ctx.mia(pos)[attack], ctx.mia(neg)[attack])
+
+_READ = {"forget": "lower is more forgotten; the oracle's value is what never having learned them looks like",
+         "retain": "should stay at the target's (and the oracle's) level",
+         "neighbours": "retain people who share names or attributes with the forgotten ones: collateral damage shows here first"}
+_QUESTIONS = {"forget": "the forget questions", "retain": "retain questions", "neighbours": "neighbour questions"}
+for _s in ("forget", "retain", "neighbours"):
+    _ref = "oracle" if _s == "forget" else "target"
+    register_metric(f"{_s}_prob", (_s,), _ref, f"mean p̃ (per-token answer probability) on {_QUESTIONS[_s]}; {_READ[_s]}.")(
+        lambda ctx, s=_s: _mean_prob(ctx, s))
+    register_metric(f"{_s}_rouge", (_s,), _ref, f"ROUGE-L recall of greedy answers to {_QUESTIONS[_s]}; "
+                    + ("near the oracle's means the facts are no longer produced." if _s == "forget" else "should stay high."))(
+        lambda ctx, s=_s: float(ctx.rouge(s).mean()))
+    register_metric(f"{_s}_tr", (_s,), _ref, "TOFU's forget truth-ratio score, mean min(TR, 1/TR); near the oracle's means right and "
+                    "wrong answers look alike, as for an unseen fact." if _s == "forget" else
+                    f"TOFU's truth-ratio score on {_QUESTIONS[_s]}, mean max(0, 1 − TR); high means right answers are still preferred.")(
+        lambda ctx, s=_s: tr_score(ctx.truth_ratios(s), s))
+
+register_metric("forget_em", ("forget",), "oracle", "exact memorization: the fraction of forget answer tokens that are the argmax; "
+                "compare with the oracle's guessing rate.")(lambda ctx: float(ctx.stats("forget")["em"].mean()))
+register_metric("forget_es", ("forget",), "oracle", "extraction strength: the fraction of a forget answer recovered greedily after "
+                "the shortest prefix; near the oracle's is good.")(lambda ctx: float(ctx.stats("forget")["es"].mean()))
+register_metric("forget_quality", ("forget",), "oracle", "TOFU's forget quality: KS-test p-value of the forget truth ratios against "
+                "the oracle's; high (≥ 0.05) means indistinguishable from never trained.", oracle=True, at_oracle=1.0)(
+    lambda ctx, o: forget_quality(ctx.truth_ratios("forget"), o.truth_ratios("forget")))
+
+@register_metric("model_utility", ("retain",), "target", "harmonic mean of p̃, ROUGE and truth-ratio scores on retain and neighbour "
+                 "questions (TOFU's model utility on this world); compare with the target and the oracle.", optional=("neighbours",))
+def _model_utility(ctx):
+    ss = ["retain"] + [s for s in ("neighbours",) if s in ctx.splits and len(ctx.split(s))]
+    return harmonic_mean([v for s in ss for v in (_mean_prob(ctx, s), float(ctx.rouge(s).mean()), tr_score(ctx.truth_ratios(s), s))])
+
+register_metric("mia_loss", ("forget", "holdout"), "oracle (≈ 0.5)", "LOSS attack ROC-AUC, forget (members) vs holdout: 1 = the forget "
+                "set is still memorised, 0.5 (the oracle's) = it looks unseen, below 0.5 = less likely than unseen data.")(
+    lambda ctx: _attack_auc(ctx, "loss"))
+register_metric("mia_zlib", ("forget", "holdout"), "oracle (≈ 0.5)", "zlib attack AUC (mean NLL over the answer's zlib bytes); "
+                "read as mia_loss.")(lambda ctx: _attack_auc(ctx, "zlib"))
+register_metric("mia_mink", ("forget", "holdout"), "oracle (≈ 0.5)", "Min-K% (k = 0.4) attack AUC; read as mia_loss.")(
+    lambda ctx: _attack_auc(ctx, "mink"))
+register_metric("mia_minkpp", ("forget", "holdout"), "oracle (≈ 0.5)", "Min-K%++ (k = 0.4) attack AUC; read as mia_loss.")(
+    lambda ctx: _attack_auc(ctx, "minkpp"))
+
+@register_metric("mia_ref", ("forget", "holdout"), "0.5", "reference attack AUC (the model's NLL minus the oracle's); 0.5 = no more "
+                 "signal than the oracle itself; read as mia_loss.", oracle=True, at_oracle=0.5)
+def _mia_ref(ctx, o):
+    f, h = (mia_scores(ctx.stats(s), ref=o.stats(s))["ref"] for s in ("forget", "holdout"))
+    return auc(f, h)
+
+register_metric("privleak", ("forget", "holdout"), "0 (the oracle)", "MUSE's PrivLeak (%) from the Min-K% AUC against the oracle's: "
+                "about −100 while the forget set is still memorised, 0 for a model like the retrained oracle, positive when "
+                "over-unlearned.", oracle=True, at_oracle=0.0, bounds=(-100.0, math.inf))(
+    lambda ctx, o: privleak(_attack_auc(ctx, "mink"), _attack_auc(o, "mink")))
+
+register_metric("sur_prob", ("surrogates",), "oracle", "mean p̃ on the proximal surrogates (paraphrased, inverse and two-hop questions "
+                "about the forget people, never shown to the unlearning method); the real test of forgetting.")(
+    lambda ctx: _mean_prob(ctx, "surrogates"))
+for _k in ("paraphrase", "inverse", "twohop"):
+    register_metric(f"sur_prob_{_k}", ("surrogates",), "oracle", f"sur_prob on the {_k} surrogates only.")(
+        lambda ctx, k=_k: _mean_prob(ctx, "surrogates", np.array(ctx.column("surrogates", "kind")) == k))
+register_metric("sur_rouge", ("surrogates",), "oracle", "ROUGE-L recall on the surrogates; compare with forget_rouge: a large gap "
+                "is the Erasure Illusion.")(lambda ctx: float(ctx.rouge("surrogates").mean()))
+register_metric("sur_em", ("surrogates",), "oracle", "exact memorization on the surrogates; read as forget_em.")(
+    lambda ctx: float(ctx.stats("surrogates")["em"].mean()))
+register_metric("sur_mia_loss", ("surrogates", "holdout_surrogates"), "oracle (≈ 0.5)", "LOSS attack AUC on the surrogates vs the "
+                "holdout people's surrogates; 0.5 is the oracle-like value.")(
+    lambda ctx: _attack_auc(ctx, "loss", "surrogates", "holdout_surrogates"))
+register_metric("remind_auc", ("forget", "holdout"), "oracle (≈ 0.5)", "REMIND: cross-validated AUC telling forget from holdout items "
+                "by their loss landscapes; 0.5 means no residual trace.")(
+    lambda ctx: cv_auc(ctx.remind("forget"), ctx.remind("holdout"), seed=ctx.seed))
+register_metric("remind_sharpness", ("forget",), "oracle", "mean NLL increase when one question token is swapped for an embedding "
+                "neighbour; memorised items sit in sharp valleys, forgotten ones on plateaus.", bounds=(-math.inf, math.inf))(
+    lambda ctx: float(ctx.remind("forget")[:, 1].mean()))
+
+def metric_guide(metrics:list|None=None)->dict:
+    "name -> (reference, reading) of each metric, for reports."
+    return {m: dict(reference=METRICS[m].reference, reading=METRICS[m].reading) for m in (metrics or METRICS)}
+
+# %% ../nbs/api/17_audit.ipynb #bad5a3ce
 @dataclass
 class Audit:
-    "The metrics of one model: `summary` (name -> number) and the per-item arrays behind them."
+    "The metrics of one model: `summary` (name -> number) and the context that holds the per-item scores behind them."
     summary: dict
-    items: dict = field(default_factory=dict)
+    ctx: AuditContext|None = None
+    @property
+    def items(self)->dict: return self.ctx.items if self.ctx is not None else {}
+    def release(self)->"Audit":
+        "Drop the reference to the model (the cached statistics stay): free the memory once the oracle comparison is done."
+        if self.ctx is not None: self.ctx.model = None
+        return self
+    def item_rows(self, model:str, # the model's name in the rows
+                  keys:tuple=("person", "attribute", "kind", "template"), # row fields identifying each item
+                 )->list[dict]:
+        "One dict per scored item (per question): model, split, item index, its identifying fields and every per-item score."
+        rows = []
+        for s, cols in self.items.items():
+            data = self.ctx.split(s); n = len(data)
+            have = set(data.column_names) if hasattr(data, "column_names") else set(data[0]) if n else set()
+            meta = {k: self.ctx.column(s, k) for k in keys if k in have}
+            for i in range(n):
+                rows.append(dict(model=model, split=s, item=i, **{k: v[i] for k, v in meta.items()}, **{c: float(a[i]) for c, a in cols.items()}))
+        return rows
     def __repr__(self): return f"Audit({len(self.summary)} metrics)"
-
-METRICS = {  # name -> one sentence on how to read it (the oracle is the model trained without the forget set)
-    "forget_prob": "mean p̃ of the forget answers; lower is more forgotten, and the oracle's value is the target.",
-    "forget_rouge": "ROUGE-L recall of greedy answers to forget questions; near the oracle's means the facts are no longer produced.",
-    "forget_tr": "forget truth-ratio score mean min(TR, 1/TR); values near the oracle's mean wrong and right answers look alike, as for an unseen fact.",
-    "forget_quality": "KS p-value of forget truth ratios vs the oracle's; high (≥ 0.05) means indistinguishable from never trained.",
-    "forget_em": "exact memorization, the fraction of forget answer tokens that are the argmax; compare with the oracle's guessing rate.",
-    "forget_es": "extraction strength, the fraction of the forget answer recoverable greedily from a prefix; near the oracle's is good.",
-    "retain_prob": "mean p̃ of retain answers; should stay at the target's (and the oracle's) level.",
-    "retain_rouge": "ROUGE-L recall on retain questions; should stay high.",
-    "retain_tr": "retain truth-ratio score mean max(0, 1−TR); high means right answers are still preferred.",
-    "neighbours_prob": "mean p̃ on retain people who share names or attributes with the forgotten ones; collateral damage shows here first.",
-    "model_utility": "harmonic mean of prob, ROUGE and TR on retain and neighbours; compare with the target and the oracle.",
-    "mia_loss": "LOSS attack AUC, forget vs holdout; 0.5 (the oracle's) means the forget set looks unseen, 1 means still memorised.",
-    "mia_zlib": "zlib attack AUC; read as mia_loss.",
-    "mia_mink": "Min-K% attack AUC; read as mia_loss.",
-    "mia_minkpp": "Min-K%++ attack AUC; read as mia_loss.",
-    "mia_ref": "reference attack AUC (NLL minus the oracle's NLL); read as mia_loss.",
-    "privleak": "MUSE privleak (%) from the Min-K% AUC relative to the oracle's; 0 is ideal, > 0 under-unlearned, < 0 over-unlearned.",
-    "sur_prob": "mean p̃ on the proximal surrogates (paraphrased, inverse, two-hop questions about the forget people); the real test of forgetting.",
-    "sur_rouge": "ROUGE-L recall on the surrogates; compare with forget_rouge: a large gap is the Erasure Illusion.",
-    "sur_em": "exact memorization on the surrogates; read as forget_em.",
-    "sur_mia_loss": "LOSS attack AUC on surrogates vs the holdout people's surrogates; 0.5 is the oracle-like value.",
-    "remind_auc": "REMIND: cross-validated AUC telling forget from holdout items by their loss landscapes; 0.5 means no residual trace.",
-    "remind_sharpness": "mean NLL increase when one question token is swapped; memorised items sit in sharp valleys, forgotten ones on plateaus.",
-}
 
 def audit_model(model, # the model to audit
                 tok, # its tokenizer
@@ -271,49 +457,37 @@ def audit_model(model, # the model to audit
                 n_samples:int=4, # REMIND perturbations per radius
                 batch_size:int=64, # items per forward pass
                 seed:int=0, # seeds the REMIND perturbations
+                metrics:list|None=None, # names from METRICS (default: every one; the oracle-relative ones wait for `compare_to_oracle`)
                )->Audit:
-    "Every per-model metric (the oracle-relative ones come from `compare_to_oracle`)."
-    for k in ("forget", "retain", "holdout", "neighbours", "surrogates", "holdout_surrogates"):
-        if k not in splits: raise ValueError(f"splits must contain {k!r} (see world_splits)")
-        if k != "neighbours" and not len(splits[k]): raise ValueError(f"the {k!r} split is empty")
-    if neighbours is None:
-        neighbours = embedding_neighbours(model.get_input_embeddings().weight, exclude=tuple(tok.all_special_ids))
-    s, items = {}, {}
-    enc = {k: encode_pairs(tok, splits[k]["prompt"], splits[k]["answer"]) for k in splits if k not in ("train", "retain_train") and len(splits[k])}
-    st = {k: answer_stats(model, v, batch_size) for k, v in enc.items() if len(v)}
-    for k in ("forget", "retain", "neighbours"):
-        if k not in st: continue
-        s[f"{k}_prob"] = float(np.exp(-st[k]["nll_mean"]).mean())
-        s[f"{k}_rouge"] = float(rouge_recall(model, tok, splits[k], batch_size=batch_size)[0].mean())
-        tr = truth_ratios(model, tok, splits[k], batch_size)
-        s[f"{k}_tr"] = tr_score(tr, k); items[f"{k}_tr"] = tr
-    s["forget_em"], s["forget_es"] = float(st["forget"]["em"].mean()), float(st["forget"]["es"].mean())
-    s["model_utility"] = harmonic_mean([s[f"{k}_{m}"] for k in ("retain", "neighbours") if f"{k}_prob" in s for m in ("prob", "rouge", "tr")])
-    mf, mh = mia_scores(st["forget"], splits["forget"]["answer"]), mia_scores(st["holdout"], splits["holdout"]["answer"])
-    for a in mf: s[f"mia_{a}"] = auc(mf[a], mh[a])
-    items.update(stats_forget=st["forget"], stats_holdout=st["holdout"])
-    s["sur_prob"] = float(np.exp(-st["surrogates"]["nll_mean"]).mean())
-    s["sur_rouge"] = float(rouge_recall(model, tok, splits["surrogates"], batch_size=batch_size)[0].mean())
-    s["sur_em"] = float(st["surrogates"]["em"].mean())
-    s["sur_mia_loss"] = auc(-st["surrogates"]["nll_mean"], -st["holdout_surrogates"]["nll_mean"])
-    kinds = np.array(splits["surrogates"]["kind"])
-    for kd in sorted(set(kinds)): s[f"sur_prob_{kd}"] = float(np.exp(-st["surrogates"]["nll_mean"][kinds == kd]).mean())
-    feats = {k: remind_features(model, enc[k], perturb_pairs(enc[k], neighbours, radii, n_samples, seed=seed + i), batch_size*2)
-             for i, k in enumerate(("forget", "holdout"))}
-    s["remind_auc"] = cv_auc(feats["forget"], feats["holdout"], seed=seed)
-    s["remind_sharpness"] = float(feats["forget"][:, 1].mean())
-    items["remind"] = feats
-    return Audit(s, items)
+    "Every per-model metric of the registry (the oracle-relative ones come from `compare_to_oracle`)."
+    names = list(METRICS) if metrics is None else list(metrics)
+    bad = [m for m in names if m not in METRICS]
+    if bad: raise ValueError(f"unknown metric(s) {bad}; registered: {', '.join(METRICS)}")
+    for m in names:
+        for s in METRICS[m].needs:
+            if s not in splits: raise ValueError(f"metric {m!r} needs split {s!r} (see world_splits)")
+    for s in ("forget", "holdout"):
+        if s in splits and not len(splits[s]): raise ValueError(f"the {s!r} split is empty")
+    ctx = AuditContext(model, tok, splits, neighbours, radii, n_samples, batch_size, seed)
+    summary = {}
+    for m in names:
+        M = METRICS[m]
+        if M.oracle or any(not len(splits[s]) for s in M.needs): continue   # oracle-relative later; an empty split: not applicable
+        v = M.fn(ctx)
+        if v is not None: summary[m] = float(v)
+    return Audit(summary, ctx)
 
 def compare_to_oracle(a:Audit, # the audited model
                       oracle:Audit, # the oracle's audit
+                      metrics:list|None=None, # oracle-relative metric names (default: all whose splits both audits have)
                      )->Audit:
-    "Add the oracle-relative metrics: forget quality, privleak and the reference attack."
-    a.summary["forget_quality"] = forget_quality(a.items["forget_tr"], oracle.items["forget_tr"])
-    a.summary["privleak"] = privleak(a.summary["mia_mink"], oracle.summary["mia_mink"])
-    mf = mia_scores(a.items["stats_forget"], ref=oracle.items["stats_forget"])
-    mh = mia_scores(a.items["stats_holdout"], ref=oracle.items["stats_holdout"])
-    a.summary["mia_ref"] = auc(mf["ref"], mh["ref"])
+    "Add the oracle-relative metrics of the registry: forget quality, PrivLeak and the reference attack."
+    for m in (metrics or [m for m in METRICS if METRICS[m].oracle]):
+        M = METRICS[m]
+        if not M.oracle: raise ValueError(f"metric {m!r} does not compare with the oracle")
+        if all(s in a.ctx.splits and s in oracle.ctx.splits and len(a.ctx.split(s)) for s in M.needs):
+            v = M.fn(a.ctx, oracle.ctx)
+            if v is not None: a.summary[m] = float(v)
     return a
 
 def forgetting_efficacy(target:float, # the metric on the model before unlearning
@@ -324,10 +498,10 @@ def forgetting_efficacy(target:float, # the metric on the model before unlearnin
     gap = target - oracle
     return float("nan") if abs(gap) < 1e-9 else (target - unlearned) / gap
 
-# %% ../nbs/api/17_audit.ipynb #bad5a3ce
+# %% ../nbs/api/17_audit.ipynb #c50854bd
 def audit_table(audits:dict, # model name -> Audit
                 oracle:str="oracle", # which entry is the oracle
-                metrics:list|None=None, # rows to show (default: every metric in METRICS present)
+                metrics:list|None=None, # rows to show (default: every registered metric the oracle has)
                ):
     "A DataFrame: one row per metric, one column per model, the oracle's column first."
     import pandas as pd
@@ -338,5 +512,5 @@ def audit_table(audits:dict, # model name -> Audit
 
 def print_guide(metrics:list|None=None, # metric names (default: all of METRICS)
                ):
-    "Print how to read each metric."
-    for m in (metrics or METRICS): print(f"{m:17s} {METRICS[m]}")
+    "Print how to read each metric, with what to read it against."
+    for m in (metrics or METRICS): print(f"{m:18s} [{METRICS[m].reference}] {METRICS[m].reading}")

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['MARKER', 'set_seed', 'seeded', 'get_device', 'default_dtype', 'device_name', 'package_versions', 'git_sha', 'now_iso',
-           'provenance', 'Timer', 'write_text_atomic', 'write_json_atomic', 'write_csv_atomic', 'read_json',
-           'TargetError', 'TargetLock', 'check_target', 'StagedDir', 'atomic_dir', 'ParamError', 'param_error', 'need',
-           'check_int', 'check_float', 'check_bool', 'check_str', 'check_choice', 'check_list', 'check_dict',
-           'cache_dir', 'results_root']
+__all__ = ['MARKER', 'STANDIN_KINDS', 'set_seed', 'seeded', 'get_device', 'default_dtype', 'device_name', 'package_versions',
+           'git_sha', 'now_iso', 'provenance', 'Timer', 'write_text_atomic', 'write_json_atomic', 'write_csv_atomic',
+           'read_json', 'TargetError', 'TargetLock', 'check_target', 'StagedDir', 'atomic_dir', 'ParamError',
+           'param_error', 'need', 'check_int', 'check_float', 'check_bool', 'check_str', 'check_choice', 'check_list',
+           'check_dict', 'StandinError', 'standins_dir', 'standin_name', 'standin', 'cache_dir', 'results_root']
 
 # %% ../nbs/api/00_core.ipynb #4013240a
 def set_seed(seed:int, # the seed for `random`, NumPy and torch (CPU and CUDA)
@@ -405,6 +405,34 @@ def check_dict(p:dict, name:str, keys=None, value:type=float, lo=None, hi=None, 
     need(all(ok(x) and (value is not int or _is_int(x)) for x in v.values()), name, v, allowed)
     if lo is not None or hi is not None: need(all(_in_range(x, lo, hi, lo_open, False) for x in v.values()), name, v, allowed)
     return dict(v)
+
+# %% ../nbs/api/00_core.ipynb #969ce010
+class StandinError(FileNotFoundError):
+    "A stand-in the run needs is not in the stand-ins folder: the message names it and where it was looked for."
+
+STANDIN_KINDS = ("models", "datasets", "files")
+
+def standins_dir()->Path|None:
+    "The stand-ins folder named by `$UNLEARNKIT_STANDINS`, or None when stand-ins are off."
+    d = os.environ.get("UNLEARNKIT_STANDINS")
+    return Path(d).expanduser() if d else None
+
+def standin_name(hub_id:str)->str:
+    "The folder name of a hub id's stand-in: `ORG/NAME` -> `ORG--NAME`."
+    return str(hub_id).strip("/").replace("/", "--")
+
+def standin(kind:str, # "models", "datasets" or "files"
+            hub_id:str, # e.g. "meta-llama/Meta-Llama-3-8B-Instruct"
+           )->Path|None: # the stand-in folder, or None when stand-ins are off
+    "The local stand-in of a hub model, dataset or file when `$UNLEARNKIT_STANDINS` is set; `StandinError` if it is missing."
+    if kind not in STANDIN_KINDS: raise ValueError(f"kind must be one of {STANDIN_KINDS}, got {kind!r}")
+    root = standins_dir()
+    if root is None: return None
+    p = root/kind/standin_name(hub_id)
+    if not p.exists():
+        raise StandinError(f"no stand-in for the {kind[:-1]} {hub_id!r}: looked for {p} ($UNLEARNKIT_STANDINS={root}); "
+                           "build the stand-ins with unlearnkit.standins.make_standins, or unset UNLEARNKIT_STANDINS to use the hub")
+    return p
 
 # %% ../nbs/api/00_core.ipynb #2ce2f969
 def cache_dir(*parts:str)->Path:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from .core import standin
+
 # %% auto #0
 __all__ = ['Scene', 'Play', 'list_plays', 'load_play', 'split_sentences', 'word_chunks', 'load_hub_dataset']
 
@@ -75,6 +77,8 @@ def load_play(slug:str, # a play's slug from `list_plays()`, e.g. "hamlet"
              )->Play:
     "A play as plain text with its scenes (speaker names kept, Markdown markup removed)."
     files = _play_files()
+    if not isinstance(slug, str) or not slug:
+        raise ValueError(f"load_play needs a play's slug from list_plays() (e.g. 'hamlet'), got {slug!r}")
     if slug not in files:
         close = [s for s in files if slug.split("-")[0] in s]
         raise ValueError(f"unknown play {slug!r}; choose one of list_plays() (e.g. {', '.join(close or list(files)[:5])})")
@@ -122,7 +126,7 @@ def word_chunks(text:str, # plain text
                )->list[str]:
     "Cut text into chunks of `n_words` whitespace-separated words."
     if n_words < 1: raise ValueError(f"n_words must be >= 1, got {n_words}")
-    stride = stride or n_words
+    if stride is None: stride = n_words
     if stride < 1: raise ValueError(f"stride must be >= 1, got {stride}")
     w = text.split(); out = []
     for i in range(0, max(len(w), 1), stride):
@@ -137,8 +141,10 @@ def load_hub_dataset(path:str, # hub dataset id, e.g. "memari/booksort"
                      split:str|None=None, # e.g. "test"
                      **kwargs, # passed to `datasets.load_dataset`
                     ):
-    "Load a hub dataset, with a clear error when there is no network."
+    "Load a hub dataset (or its stand-in, when `$UNLEARNKIT_STANDINS` is set), with a clear error when there is no network."
     import datasets
+    local = standin("datasets", path)
+    if local is not None: return datasets.load_dataset(str(local), name, split=split, **kwargs)
     try: return datasets.load_dataset(path, name, split=split, **kwargs)
     except Exception as e:
         msg = str(e).lower()

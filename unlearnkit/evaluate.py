@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .train import collate
+from .train import collate, upcast_half
 
 # %% auto #0
 __all__ = ['doc_start_id', 'token_logprobs', 'sequence_logprobs', 'text_nll', 'cache_kw', 'get_cache', 'chat_prompt', 'generate',
@@ -32,11 +32,11 @@ def doc_start_id(tok)->int:
 def token_logprobs(model, # a causal LM
                    input_ids:torch.Tensor, # (B, T) token ids
                    attention_mask:torch.Tensor|None=None, # (B, T); 0 on padding
-                  )->torch.Tensor: # (B, T-1): log p(token t+1 | tokens ≤ t), 0 where the target is padding
+                  )->torch.Tensor: # (B, T-1): log p(token t+1 | tokens ≤ t), 0 where the target is padding; float32, or float64 for a float64 model
     "Log-probability of every next token."
     input_ids = input_ids.to(model.device)
     if attention_mask is not None: attention_mask = attention_mask.to(model.device)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+    logits = upcast_half(model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1])
     lp = torch.gather(F.log_softmax(logits, -1), 2, input_ids[:, 1:, None]).squeeze(-1)
     if attention_mask is not None: lp = lp * attention_mask[:, 1:]
     return lp

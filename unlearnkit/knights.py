@@ -1,4 +1,4 @@
-"""Knights and Knaves puzzles, their solver, local perturbations, the paper's answer scoring and the LiMem memorization score (Xie et al. 2024).
+"""Knights and Knaves puzzles drawn exactly as the paper's sampler draws them, their solver, local perturbations, the paper's answer scoring, the LiMem memorization score, and the claims of Xie et al. (2024) decided by tests.
 
 Docs: https://unlearnkit.github.io/unlearnkit/api/knights.html.md"""
 
@@ -6,24 +6,40 @@ Docs: https://unlearnkit.github.io/unlearnkit/api/knights.html.md"""
 
 # %% ../nbs/api/12_knights.ipynb #38c1a52f
 from __future__ import annotations
-import itertools, math, random, re
-from dataclasses import dataclass, field, replace
+import gc, itertools, math
+from collections import Counter
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Callable, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from .core import ParamError, check_choice, check_float, check_int, check_list, check_str, need
+from .stats import binom_test, permutation_test, trend_test
+from .claims import claim, tested_claim
+from .models import add_lora, load_lm, n_params, require_hub, tiny_lm, word_tokenizer
+from .train import at_epochs, lm_examples, steps_per_epoch, train
+from .evaluate import chat_prompt, generate
 
 # %% auto #0
-__all__ = ['LEAF_KINDS', 'OPERATORS', 'MAX_PEOPLE', 'MIN_PEOPLE', 'DEPTHS', 'WIDTHS', 'COMMON_NAMES', 'UNCOMMON_NAMES',
-           'ROLE_PAIRS', 'INSTRUCTION', 'CONCLUSION', 'COMPACT_NAMES', 'COMPACT_ROLES', 'COMPACT_OPS', 'PERTURBATIONS',
-           'MATH_LEVEL', 'LANGUAGE_LEVEL', 'COMPACT_PERTURBATIONS', 'FORMS', 'LORA_TARGETS', 'check_grammar',
-           'sample_statement', 'is_forbidden', 'assignments', 'evaluate_statement', 'solve', 'Puzzle', 'make_puzzle',
-           'generate_puzzles', 'train_test_split', 'Style', 'answer_lines', 'render_nl', 'nl_example', 'compact_vocab',
-           'compact_example', 'PerturbationError', 'perturb_leaf', 'perturb_statement', 'uncommon_name', 'random_pair',
-           'flip_role', 'reorder_statement', 'check_perturbations', 'perturb', 'perturb_set', 'score_nl',
-           'score_compact', 'limem', 'majority_baseline', 'solver_trace', 'puzzle_example', 'score_answer',
-           'answer_budget', 'evaluate_puzzles', 'track_memorization', 'tiny_puzzle_lm', 'add_lora', 'require_hub',
-           'parse_people', 'validate_params', 'plot_accuracy', 'plot_limem']
+__all__ = ['LEAF_KINDS', 'OPERATORS', 'MAX_PEOPLE', 'MIN_PEOPLE', 'DEPTHS', 'WIDTHS', 'STAT_NAMES', 'OFFICIAL_STATS',
+           'COMMON_NAMES', 'UNCOMMON_NAMES', 'ROLE_PAIRS', 'INSTRUCTION', 'CONCLUSION', 'COMPACT_NAMES',
+           'COMPACT_ROLES', 'COMPACT_OPS', 'PERTURBATIONS', 'MATH_LEVEL', 'LANGUAGE_LEVEL', 'COMPACT_PERTURBATIONS',
+           'FINISH_PATTERNS', 'FORMS', 'PARAM_NAMES', 'SRC', 'PAPER_PROTOCOL', 'check_grammar', 'leaf_choices',
+           'sample_statement', 'leaves', 'self_knave', 'duplicate_operands', 'statement_space', 'in_grammar',
+           'assignments', 'evaluate_statement', 'solve', 'Puzzle', 'make_puzzle', 'count_puzzles', 'generate_puzzles',
+           'train_test_split', 'puzzle_stats', 'distribution_table', 'Style', 'answer_lines', 'render_nl', 'nl_example',
+           'compact_vocab', 'compact_example', 'PerturbationError', 'leaf_swaps', 'perturb_leaf', 'perturb_statement',
+           'uncommon_name', 'random_pair', 'flip_role', 'reorder_statement', 'check_perturbations', 'perturb',
+           'perturb_set', 'score_nl', 'score_compact', 'limem', 'majority_answer', 'majority_baseline', 'solver_trace',
+           'puzzle_example', 'score_answer', 'answer_budget', 'evaluate_puzzles', 'accuracy_rows', 'limem_rows',
+           'track_memorization', 'tiny_puzzle_lm', 'form_of', 'puzzle_model', 'make_dataset', 'memorization_run',
+           'zero_shot_eval', 'check_params', 'knights_departs', 'knights_claims', 'run_summary', 'plot_accuracy',
+           'plot_limem']
 
 # %% ../nbs/api/12_knights.ipynb #d2ef1a75
 LEAF_KINDS = ("knight", "knave")
@@ -41,24 +57,73 @@ def check_grammar(n_people:int, # people in the puzzle
     if depth not in DEPTHS: raise ValueError(f"depth must be one of {DEPTHS} (the paper uses 2), got {depth!r}")
     if width not in WIDTHS: raise ValueError(f"width must be one of {WIDTHS} (the paper uses 2), got {width!r}")
 
-def sample_statement(rng:random.Random, # the random number generator
+def leaf_choices(n_people:int, # people in the puzzle
+                 speaker:int, # who speaks
+                )->list[tuple]:
+    "The leaves a speaker may say: every role of every person except 'I am a knave'."
+    return [(k, j) for k in LEAF_KINDS for j in range(n_people) if not (k == "knave" and j == speaker)]
+
+def sample_statement(rng:np.random.Generator, # the sampler's generator
                      n_people:int, # people in the puzzle
+                     speaker:int, # who says it (never says, at any depth, that they are a knave)
                      depth:int=2, # depth still allowed
                      width:int=2, # most operands of and/or
-                     leaf_p:float=1/6, # probability of a leaf while depth allows an operator
                     )->tuple:
-    "Draw one statement tree from the paper's grammar."
-    if depth <= 1 or rng.random() < leaf_p: return (rng.choice(LEAF_KINDS), rng.randrange(n_people))
-    op = rng.choice(OPERATORS)
-    if op == "not": return ("not", sample_statement(rng, n_people, depth-1, width, leaf_p))
-    k = rng.randint(2, width) if op in ("and", "or") else 2
-    return (op, *[sample_statement(rng, n_people, depth-1, width, leaf_p) for _ in range(k)])
+    "Draw one statement with the official sampler's draws: a six-faced die, leaves redrawn until allowed, distinct operands."
+    dice = int(rng.integers(0, 6))
+    if depth <= 1 or dice == 0:
+        while True:
+            kind, who = str(rng.choice(LEAF_KINDS)), int(rng.integers(0, n_people))
+            if not (kind == "knave" and who == speaker): return (kind, who)
+    if dice == 1: return ("not", sample_statement(rng, n_people, speaker, depth - 1, width))
+    op = OPERATORS[dice - 1]
+    k = int(rng.integers(2, width + 1)) if op in ("and", "or") else 2
+    subs = []
+    while len(subs) < k:
+        s = sample_statement(rng, n_people, speaker, depth - 1, width)
+        if s not in subs: subs.append(s)
+    return (op, *subs)
 
-def is_forbidden(stmt:tuple, # a statement
-                 speaker:int, # who says it
-                )->bool:
-    "True for the paradox the grammar excludes: a person saying that they themselves lie."
-    return stmt == ("knave", speaker)
+def leaves(stmt:tuple)->list[tuple]:
+    "The leaves of a statement, left to right."
+    return [stmt] if stmt[0] in LEAF_KINDS else [l for s in stmt[1:] for l in leaves(s)]
+
+def self_knave(stmt:tuple, # a statement
+               speaker:int, # who says it
+              )->bool:
+    "True when the speaker says, anywhere in the statement, that they are a knave (the sampler never draws this)."
+    return ("knave", speaker) in leaves(stmt)
+
+def duplicate_operands(stmt:tuple)->bool:
+    "True when an operator repeats an operand, e.g. `(A is a knight and A is a knight)` (the sampler never draws this)."
+    if stmt[0] in LEAF_KINDS: return False
+    return len(set(stmt[1:])) < len(stmt) - 1 or any(duplicate_operands(s) for s in stmt[1:])
+
+def statement_space(n_people:int, # people in the puzzle
+                    speaker:int, # who speaks
+                    depth:int=2, # statement depth
+                    width:int=2, # and/or width
+                   )->list[tuple]:
+    "Every statement the sampler can draw for this speaker."
+    check_grammar(n_people, depth, width)
+    L = leaf_choices(n_people, speaker)
+    if depth == 1: return L
+    out = L + [("not", l) for l in L]
+    for op in OPERATORS[1:]:
+        for k in (range(2, width + 1) if op in ("and", "or") else (2,)):
+            out += [(op, *c) for c in itertools.permutations(L, k)]
+    return out
+
+@lru_cache(maxsize=None)
+def _space_set(n_people, speaker, depth, width): return frozenset(statement_space(n_people, speaker, depth, width))
+
+def in_grammar(statements:Sequence[tuple], # one statement per person
+               depth:int=2, # statement depth
+               width:int=2, # and/or width
+              )->bool:
+    "True when the sampler can draw these statements (each person's statement is in their `statement_space`)."
+    n = len(statements)
+    return MIN_PEOPLE <= n <= MAX_PEOPLE and all(s in _space_set(n, i, depth, width) for i, s in enumerate(statements))
 
 # %% ../nbs/api/12_knights.ipynb #57158252
 @lru_cache(maxsize=None)
@@ -106,13 +171,25 @@ def make_puzzle(statements:Sequence[tuple], # one statement per person
     if len(sols) != 1: raise ValueError(f"statements have {len(sols)} solutions; a puzzle needs exactly one")
     return Puzzle(tuple(statements), sols[0])
 
-def _draw_statements(rng, n, depth, width):
-    out = []
-    for i in range(n):
-        s = sample_statement(rng, n, depth, width)
-        while is_forbidden(s, i): s = sample_statement(rng, n, depth, width)
-        out.append(s)
-    return tuple(out)
+@lru_cache(maxsize=None)
+def count_puzzles(n_people:int, # people per puzzle
+                  depth:int=2, # statement depth
+                  width:int=2, # and/or width
+                 )->int|None: # distinct puzzles with a unique solution; None where not computed (5+ people: astronomically many)
+    "How many distinct puzzles the sampler can return (statements it can draw, exactly one solution)."
+    check_grammar(n_people, depth, width)
+    if depth == 1: return 0   # leaf-only puzzles are symmetric under flipping every role: never a unique solution
+    if n_people > 4: return None
+    A = assignments(n_people); bits = 1 << np.arange(len(A), dtype=np.int64)
+    states = {(1 << len(A)) - 1: 1}   # set of still-consistent assignments (a bit mask) -> ways to get there
+    for i in range(n_people):
+        masks = Counter(int(bits[A[:, i] == evaluate_statement(s, A)].sum()) for s in statement_space(n_people, i, depth, width))
+        new = Counter()
+        for st, c in states.items():
+            for m, k in masks.items():
+                if st & m: new[st & m] += c * k
+        states = new
+    return sum(c for st, c in states.items() if st & (st - 1) == 0)
 
 def generate_puzzles(n_people:int, # people per puzzle, 2 to 8
                      n_puzzles:int, # how many distinct puzzles
@@ -122,14 +199,22 @@ def generate_puzzles(n_people:int, # people per puzzle, 2 to 8
                      max_draws:int|None=None, # give up after this many draws (default 2000 per puzzle)
                      exclude:Sequence[Puzzle]=(), # puzzles that must not be returned again
                     )->list[Puzzle]:
-    "Distinct puzzles with exactly one solution each, deterministic for a seed."
+    "Distinct puzzles with exactly one solution each, drawn as the official sampler draws them (same seed, same puzzles)."
     check_grammar(n_people, depth, width)
-    if n_puzzles < 0: raise ValueError(f"n_puzzles must be >= 0, got {n_puzzles}")
+    if not isinstance(n_puzzles, (int, np.integer)) or n_puzzles < 0: raise ValueError(f"n_puzzles must be an integer >= 0, got {n_puzzles!r}")
+    seen = {p.statements for p in exclude}
+    total = count_puzzles(n_people, depth, width)
+    if total is not None:
+        taken = sum(1 for st in seen if len(st) == n_people and in_grammar(st, depth, width) and len(solve(st)) == 1)
+        if n_puzzles > total - taken:
+            raise ValueError(f"asked for {n_puzzles} distinct puzzles, but only {total} with a unique solution exist for "
+                             f"n_people={n_people}, depth={depth}, width={width}" + (f" ({taken} of them excluded)" if taken else "")
+                             + f"; ask for at most {total - taken}" + (" (or use more people)" if total else " (use depth=2)"))
     max_draws = max_draws or 2000 * max(1, n_puzzles)
-    rng, seen, out = random.Random(seed), {p.statements for p in exclude}, []
+    rng, out = np.random.default_rng(seed), []
     for _ in range(max_draws):
         if len(out) == n_puzzles: break
-        st = _draw_statements(rng, n_people, depth, width)
+        st = tuple(sample_statement(rng, n_people, i, depth, width) for i in range(n_people))
         if st in seen: continue
         sols = solve(st)
         if len(sols) == 1: seen.add(st); out.append(Puzzle(st, sols[0]))
@@ -146,9 +231,53 @@ def train_test_split(n_people:int, # people per puzzle
                      depth:int=2, # statement depth
                      width:int=2, # and/or width
                     )->tuple[list[Puzzle], list[Puzzle]]:
-    "Disjoint train and test puzzles drawn from one generator run (test first, as held out)."
+    "Disjoint train and test puzzles from one sampler run, as the paper splits them: the first `n_test` drawn are the test set."
     ps = generate_puzzles(n_people, n_train + n_test, seed, depth, width)
     return ps[n_test:], ps[:n_test]
+
+# %% ../nbs/api/12_knights.ipynb #641b639e
+STAT_NAMES = ("puzzles", "statements", "root_leaf", "root_not", "root_and", "root_or", "root_implies", "root_iff",
+              "depth2", "leaves_per_statement", "self_mention", "self_knave_puzzles", "duplicate_operand_puzzles", "knights")
+_ROOTS = dict(root_leaf=LEAF_KINDS, root_not=("not",), root_and=("and",), root_or=("or",), root_implies=("->",), root_iff=("<=>",))
+
+def _depth(s): return 1 if s[0] in LEAF_KINDS else 1 + max(_depth(x) for x in s[1:])
+
+def puzzle_stats(puzzles:Sequence[Puzzle], # puzzles (any sizes)
+                )->dict: # counts, then shares (of statements, or of puzzles where the name says so) and means
+    "What a set of puzzles is made of: root operators, depth, leaves, self-mentions, forbidden draws, knights."
+    if not puzzles: raise ValueError("puzzle_stats needs at least one puzzle")
+    st = [(i, s) for p in puzzles for i, s in enumerate(p.statements)]
+    N = len(st); r = dict(puzzles=len(puzzles), statements=N)
+    for k, ops in _ROOTS.items(): r[k] = sum(s[0] in ops for _, s in st) / N
+    r["depth2"] = sum(_depth(s) == 2 for _, s in st) / N
+    r["leaves_per_statement"] = sum(len(leaves(s)) for _, s in st) / N
+    r["self_mention"] = sum(any(l[1] == i for l in leaves(s)) for i, s in st) / N
+    r["self_knave_puzzles"] = sum(any(self_knave(s, i) for i, s in enumerate(p.statements)) for p in puzzles) / len(puzzles)
+    r["duplicate_operand_puzzles"] = sum(any(duplicate_operands(s) for s in p.statements) for p in puzzles) / len(puzzles)
+    r["knights"] = sum(map(sum, (p.solution for p in puzzles))) / sum(p.n for p in puzzles)
+    return r
+
+# measured with the official sampler (see above); shares rounded to 4 decimals
+OFFICIAL_STATS = {
+    2: dict(puzzles=300, statements=600, root_leaf=0.1, root_not=0.0917, root_and=0.16, root_or=0.185, root_implies=0.2117, root_iff=0.2517, depth2=0.9, leaves_per_statement=1.8083, self_mention=0.485, self_knave_puzzles=0.0, duplicate_operand_puzzles=0.0, knights=0.5267),
+    3: dict(puzzles=1100, statements=3300, root_leaf=0.1582, root_not=0.1345, root_and=0.1706, root_or=0.17, root_implies=0.1803, root_iff=0.1864, depth2=0.8418, leaves_per_statement=1.7073, self_mention=0.253, self_knave_puzzles=0.0, duplicate_operand_puzzles=0.0, knights=0.5367),
+    4: dict(puzzles=1100, statements=4400, root_leaf=0.1614, root_not=0.1523, root_and=0.1673, root_or=0.1725, root_implies=0.1802, root_iff=0.1664, depth2=0.8386, leaves_per_statement=1.6864, self_mention=0.1555, self_knave_puzzles=0.0, duplicate_operand_puzzles=0.0, knights=0.5436),
+    5: dict(puzzles=1100, statements=5500, root_leaf=0.1556, root_not=0.1518, root_and=0.1696, root_or=0.1735, root_implies=0.1813, root_iff=0.1682, depth2=0.8444, leaves_per_statement=1.6925, self_mention=0.1275, self_knave_puzzles=0.0, duplicate_operand_puzzles=0.0, knights=0.5473),
+    6: dict(puzzles=1100, statements=6600, root_leaf=0.1588, root_not=0.1588, root_and=0.17, root_or=0.1741, root_implies=0.1735, root_iff=0.1648, depth2=0.8412, leaves_per_statement=1.6824, self_mention=0.0935, self_knave_puzzles=0.0, duplicate_operand_puzzles=0.0, knights=0.5435),
+    7: dict(puzzles=1100, statements=7700, root_leaf=0.1653, root_not=0.1594, root_and=0.1717, root_or=0.1645, root_implies=0.1778, root_iff=0.1613, depth2=0.8347, leaves_per_statement=1.6753, self_mention=0.0796, self_knave_puzzles=0.0, duplicate_operand_puzzles=0.0, knights=0.5466),
+    8: dict(puzzles=1100, statements=8800, root_leaf=0.1608, root_not=0.1626, root_and=0.1639, root_or=0.1735, root_implies=0.171, root_iff=0.1682, depth2=0.8392, leaves_per_statement=1.6766, self_mention=0.0678, self_knave_puzzles=0.0, duplicate_operand_puzzles=0.0, knights=0.5448),
+}
+
+def distribution_table(puzzles_by_people:dict, # people -> the puzzles a run drew (train and test)
+                      )->pd.DataFrame: # one row per statistic; columns "<n> people" and "<n> people, official"
+    "This run's puzzles beside the official sampler's data set of the same size, statistic by statistic."
+    cols = {}
+    for n, ps in puzzles_by_people.items():
+        if int(n) not in OFFICIAL_STATS: raise ValueError(f"no official statistics for {n} people (2 to 8)")
+        mine = puzzle_stats(ps)
+        cols[f"{n} people"] = [mine[k] if isinstance(mine[k], int) else round(mine[k], 4) for k in STAT_NAMES]
+        cols[f"{n} people, official"] = [OFFICIAL_STATS[int(n)][k] for k in STAT_NAMES]
+    return pd.DataFrame(dict(statistic=list(STAT_NAMES), **cols), dtype=object)   # counts stay ints beside the shares
 
 # %% ../nbs/api/12_knights.ipynb #0367d579
 COMMON_NAMES = ("Michael", "Zoey", "Ethan", "Olivia", "Liam", "Emma", "Noah", "Ava", "James", "Sophia",
@@ -175,9 +304,11 @@ class Style:
     def lie_word(self)->str: return self.roles[0] if self.flip else self.roles[1]
     def quote_order(self, n:int)->tuple: return tuple(self.order) if self.order is not None else tuple(range(n))
 
+def _a(word:str)->str: return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
 def _nl(stmt, names, tw, lw, top=True):
     op = stmt[0]
-    if op in LEAF_KINDS: return f"{names[stmt[1]]} is a {tw if op == 'knight' else lw}"
+    if op in LEAF_KINDS: return f"{names[stmt[1]]} is {_a(tw if op == 'knight' else lw)}"
     sub = [_nl(s, names, tw, lw, top=False) for s in stmt[1:]]
     if op == "not": txt = f"it is not the case that {sub[0]}"
     elif op == "and": txt = " and ".join(sub)
@@ -192,7 +323,7 @@ def answer_lines(p:Puzzle, # the puzzle
                  style:Style=Style(), # its presentation
                 )->list[str]:
     "The gold answer lines, '(k) Name is a role', in the people's order."
-    return [f"({i+1}) {style.names[i]} is a {style.truth_word if k else style.lie_word}" for i, k in enumerate(p.solution)]
+    return [f"({i+1}) {style.names[i]} is {_a(style.truth_word if k else style.lie_word)}" for i, k in enumerate(p.solution)]
 
 def render_nl(p:Puzzle, # the puzzle
               style:Style=Style(), # its presentation
@@ -206,7 +337,7 @@ def render_nl(p:Puzzle, # the puzzle
              f"truth, and {lw}s always lie. You meet {n} inhabitants: {who}."]
     for k, i in enumerate(style.quote_order(n)):
         lines.append(f'{names[i]} {_VERBS[k % len(_VERBS)]} "{_nl(p.statements[i], names, tw, lw)}."')
-    lines.append(f"So who is a {tw} and who is a {lw}?")
+    lines.append(f"So who is {_a(tw)} and who is {_a(lw)}?")
     return " ".join(lines)
 
 def nl_example(p:Puzzle, # the puzzle
@@ -245,9 +376,15 @@ def compact_example(p:Puzzle, # the puzzle
 class PerturbationError(RuntimeError):
     "A perturbation found no puzzle with a unique, different solution within its retry budget."
 
-def _leaf_paths(stmt, path=()):
-    if stmt[0] in LEAF_KINDS: return [path]
-    return [q for k, s in enumerate(stmt[1:], 1) for q in _leaf_paths(s, path + (k,))]
+def _leaf_paths(stmt, path=(), weight=1.0):
+    "(path, probability of reaching it by walking down uniformly at random) for every leaf."
+    if stmt[0] in LEAF_KINDS: return [(path, weight)]
+    kids = stmt[1:]
+    return [q for k, s in enumerate(kids, 1) for q in _leaf_paths(s, path + (k,), weight / len(kids))]
+
+def _get(stmt, path):
+    for k in path: stmt = stmt[k]
+    return stmt
 
 def _replace_at(stmt, path, new):
     if not path: return new
@@ -258,67 +395,78 @@ def _check_tries(max_tries):
     if not isinstance(max_tries, (int, np.integer)) or max_tries < 1:
         raise ValueError(f"max_tries must be a positive integer, got {max_tries!r}")
 
+def _rng(rng): return rng if rng is not None else np.random.default_rng(0)
+
 def _accept(p, statements):
     sols = solve(statements)
     return Puzzle(tuple(statements), sols[0]) if len(sols) == 1 and sols[0] != p.solution else None
 
+def leaf_swaps(p:Puzzle, # the puzzle
+               rng:np.random.Generator, # draws the order
+              )->list[tuple]: # (person, path to the leaf, new leaf), in the order to try them
+    "Every leaf swap of a puzzle, in a random order where each comes first with probability ∝ its chance under the official retries."
+    cands, w = [], []
+    for i, s in enumerate(p.statements):
+        for path, pw in _leaf_paths(s):
+            old = _get(s, path)
+            for leaf in leaf_choices(p.n, i):
+                if leaf != old: cands.append((i, path, leaf)); w.append(pw)
+    # exponential race: the first of Exp(1)/w is candidate k with probability w_k / sum(w), and so on down the list
+    order = np.argsort(rng.exponential(size=len(cands)) / np.asarray(w), kind="stable")
+    return [cands[j] for j in order]
+
 def perturb_leaf(p:Puzzle, # the puzzle to perturb
                  style:Style=Style(), # its presentation (returned unchanged)
-                 rng:random.Random|None=None, # the random number generator
-                 max_tries:int=200, # candidate leaf swaps to try before giving up
+                 rng:np.random.Generator|None=None, # the random number generator
+                 max_tries:int=1000, # candidate leaf swaps to try before giving up
+                 depth:int=2, # (unused: a leaf swap keeps the statement's shape)
+                 width:int=2, # (unused)
                 )->tuple[Puzzle, Style]:
-    "Swap one leaf of one statement, so that the solution stays unique but changes."
-    _check_tries(max_tries); rng = rng or random.Random(0)
-    cands = [(i, path, (kind, j)) for i, s in enumerate(p.statements) for path in _leaf_paths(s)
-             for kind in LEAF_KINDS for j in range(p.n)]
-    cands = [c for c in cands if _get(p.statements[c[0]], c[1]) != c[2] and not (c[1] == () and is_forbidden(c[2], c[0]))]
-    rng.shuffle(cands)
-    for i, path, leaf in cands[:max_tries]:
+    "Swap one leaf of one statement for another leaf its speaker may say, so that the solution stays unique but changes."
+    _check_tries(max_tries)
+    swaps = leaf_swaps(p, _rng(rng))
+    for i, path, leaf in swaps[:max_tries]:
         st = list(p.statements); st[i] = _replace_at(st[i], path, leaf)
         if (q := _accept(p, st)) is not None: return q, style
-    raise PerturbationError(f"perturb_leaf: none of {min(max_tries, len(cands))} leaf swaps (max_tries={max_tries}, "
-                            f"{len(cands)} possible) gives a unique, different solution")
-
-def _get(stmt, path):
-    for k in path: stmt = stmt[k]
-    return stmt
+    raise PerturbationError(f"perturb_leaf: none of {min(max_tries, len(swaps))} leaf swaps (max_tries={max_tries}, "
+                            f"{len(swaps)} possible) gives a unique, different solution")
 
 def perturb_statement(p:Puzzle, # the puzzle to perturb
                       style:Style=Style(), # its presentation (returned unchanged)
-                      rng:random.Random|None=None, # the random number generator
-                      max_tries:int=200, # statements to draw before giving up
+                      rng:np.random.Generator|None=None, # the random number generator
+                      max_tries:int=1000, # statements to draw before giving up
                       depth:int=2, # grammar depth of the new statement
                       width:int=2, # grammar width of the new statement
                      )->tuple[Puzzle, Style]:
-    "Redraw one person's statement, so that the solution stays unique but changes."
-    _check_tries(max_tries); rng = rng or random.Random(0)
+    "Redraw one person's statement with the sampler, so that the solution stays unique but changes."
+    _check_tries(max_tries); rng = _rng(rng)
     for _ in range(max_tries):
-        i = rng.randrange(p.n); s = sample_statement(rng, p.n, depth, width)
-        if s == p.statements[i] or is_forbidden(s, i): continue
+        i = int(rng.integers(0, p.n)); s = sample_statement(rng, p.n, i, depth, width)
+        if s == p.statements[i]: continue
         st = list(p.statements); st[i] = s
         if (q := _accept(p, st)) is not None: return q, style
     raise PerturbationError(f"perturb_statement: no redrawn statement gave a unique, different solution "
                             f"in max_tries={max_tries} draws")
 
-def uncommon_name(p, style=Style(), rng=None, max_tries=1):
+def uncommon_name(p, style=Style(), rng=None, max_tries=1, depth=2, width=2):
     "Language level: the same puzzle with uncommon names."
-    rng = rng or random.Random(0)
-    return p, replace(style, names=tuple(rng.sample(UNCOMMON_NAMES, p.n)))
+    idx = _rng(rng).choice(len(UNCOMMON_NAMES), size=p.n, replace=False)
+    return p, replace(style, names=tuple(UNCOMMON_NAMES[int(k)] for k in idx))
 
-def random_pair(p, style=Style(), rng=None, max_tries=1):
+def random_pair(p, style=Style(), rng=None, max_tries=1, depth=2, width=2):
     "Language level: the same puzzle with another role pair (saint/sinner, angel/devil, ...)."
-    rng = rng or random.Random(0)
-    return p, replace(style, roles=rng.choice([r for r in ROLE_PAIRS if r != tuple(style.roles)]))
+    pairs = [r for r in ROLE_PAIRS if r != tuple(style.roles)]
+    return p, replace(style, roles=pairs[int(_rng(rng).integers(0, len(pairs)))])
 
-def flip_role(p, style=Style(), rng=None, max_tries=1):
+def flip_role(p, style=Style(), rng=None, max_tries=1, depth=2, width=2):
     "Language level: the role words swap meaning (knights lie, knaves tell the truth); the answer's words swap."
     return p, replace(style, flip=not style.flip)
 
-def reorder_statement(p, style=Style(), rng=None, max_tries=50):
+def reorder_statement(p, style=Style(), rng=None, max_tries=50, depth=2, width=2):
     "Language level: the statements are quoted in another (random, never the same) order."
-    rng = rng or random.Random(0); cur = style.quote_order(p.n)
+    rng = _rng(rng); cur = style.quote_order(p.n)
     for _ in range(max_tries):
-        o = tuple(rng.sample(range(p.n), p.n))
+        o = tuple(int(x) for x in rng.permutation(p.n))
         if o != cur: return p, replace(style, order=o)
     raise PerturbationError(f"reorder_statement: no new order in max_tries={max_tries} draws")
 
@@ -341,44 +489,56 @@ def perturb(p:Puzzle, # the puzzle
             kind:str, # a name in PERTURBATIONS
             style:Style=Style(), # its presentation
             seed:int=0, # seeds the perturbation
-            max_tries:int=200, # the retry budget
+            max_tries:int=1000, # the retry budget
+            depth:int=2, # grammar depth (for `statement`)
+            width:int=2, # grammar width (for `statement`)
            )->tuple[Puzzle, Style]:
     "Apply one named perturbation, deterministically for a seed."
     check_perturbations([kind])
-    return PERTURBATIONS[kind](p, style, random.Random(seed), max_tries=max_tries)
+    return PERTURBATIONS[kind](p, style, np.random.default_rng(seed), max_tries=max_tries, depth=depth, width=width)
 
 def perturb_set(puzzles:Sequence[Puzzle], # the puzzles (usually the training set)
                 kind:str, # a name in PERTURBATIONS
                 seed:int=0, # base seed; puzzle k uses seed + k
-                max_tries:int=200, # the retry budget per puzzle
+                max_tries:int=1000, # the retry budget per puzzle
                 style:Style=Style(), # the originals' presentation
+                depth:int=2, # grammar depth
+                width:int=2, # grammar width
                )->list:
     "Perturb every puzzle; a puzzle whose budget runs out gets None (so it drops out of CR and LiMem)."
     out = []
     for k, p in enumerate(puzzles):
-        try: out.append(perturb(p, kind, style, seed + k, max_tries))
+        try: out.append(perturb(p, kind, style, seed + k, max_tries, depth, width))
         except PerturbationError: out.append(None)
     return out
 
-# %% ../nbs/api/12_knights.ipynb #186c5fb7
+# %% ../nbs/api/12_knights.ipynb #d30c1531
+FINISH_PATTERNS = ("### Reason", "Let's think step by step again", "let's go back and check", "###")
+
 def score_nl(text:str, # the model's answer (any text)
              p:Puzzle, # the puzzle
              style:Style=Style(), # the presentation the model saw
             )->bool:
     "True when the answer's conclusion states every person's role correctly (the paper's parser)."
-    if not isinstance(text, str) or CONCLUSION not in text: return False
-    ans = text.split(CONCLUSION, 1)[1].split("###")[0]
-    if f"({p.n + 1})" in ans or re.search(r"\bif\b", ans, flags=re.I): return False
+    if not isinstance(text, str): return False
+    parts = text.split("### Question")[0].split(CONCLUSION)
+    if len(parts) < 2 or not parts[1]: return False
+    ans = parts[1]
+    for pat in FINISH_PATTERNS: ans = ans.split(pat)[0]
+    if f"({p.n + 1})" in ans or "if" in ans: return False
     return all(line.split(") ", 1)[1] in ans for line in answer_lines(p, style))
 
 def score_compact(text:str, # the model's answer (any text)
                   p:Puzzle, # the puzzle
                  )->bool:
-    "True when a compact answer states every person's role correctly."
+    "True when a compact answer gives every person exactly their gold role (and nobody two roles)."
     if not isinstance(text, str): return False
-    ans = " " + " ".join(text.split("?")[-1].split()) + " "
-    if any(f" {c} " in ans for c in COMPACT_NAMES[p.n:]): return False
-    return all(f" {pair} " in ans for pair in re.findall(r"\S+ \S+", compact_example(p)[1]))
+    toks = text.split("?")[-1].split()
+    if any(t in COMPACT_NAMES[p.n:] for t in toks): return False
+    said = {}
+    for a, b in zip(toks, toks[1:]):
+        if a in COMPACT_NAMES and b in COMPACT_ROLES: said.setdefault(a, set()).add(b)
+    return all(said.get(COMPACT_NAMES[i]) == {COMPACT_ROLES[not k]} for i, k in enumerate(p.solution))
 
 # %% ../nbs/api/12_knights.ipynb #7e57ea29
 def limem(correct:Sequence[bool], # per-puzzle correctness on the originals
@@ -387,20 +547,25 @@ def limem(correct:Sequence[bool], # per-puzzle correctness on the originals
     "Accuracy, consistency ratio CR and LiMem = Acc·(1 − CR) of Xie et al. (2024)."
     if len(correct) != len(correct_perturbed):
         raise ValueError(f"correct ({len(correct)}) and correct_perturbed ({len(correct_perturbed)}) differ in length")
-    pairs = [(bool(a), bool(b)) for a, b in zip(correct, correct_perturbed) if b is not None]
+    pairs = [(bool(a), bool(b)) for a, b in zip(correct, correct_perturbed) if b is not None and not (isinstance(b, float) and math.isnan(b))]
     n = len(pairs); nc = sum(a for a, _ in pairs); ncc = sum(a and b for a, b in pairs)
     acc = nc / n if n else float("nan")
     cr = ncc / nc if nc else None
     return dict(acc=acc, cr=cr, limem=(nc - ncc) / n if n else float("nan"), n=n, n_correct=nc, n_consistent=ncc)
 
 # %% ../nbs/api/12_knights.ipynb #0a622382
+def majority_answer(train:Sequence[Puzzle], # the training puzzles
+                   )->tuple: # the most common solution (the first seen among ties)
+    "The most common solution among the training puzzles."
+    if not train: raise ValueError("train must be non-empty")
+    return Counter(p.solution for p in train).most_common(1)[0][0]
+
 def majority_baseline(train:Sequence[Puzzle], # the training puzzles
                       test:Sequence[Puzzle], # the held-out puzzles
                      )->float: # accuracy on `test` of always giving the most common training answer
     "Test accuracy of a logic-free model that always gives the most common training solution."
-    from collections import Counter
     if not train or not test: raise ValueError("train and test must be non-empty")
-    top = Counter(p.solution for p in train).most_common(1)[0][0]
+    top = majority_answer(train)
     return sum(p.solution == top for p in test) / len(test)
 
 # %% ../nbs/api/12_knights.ipynb #296d7f1d
@@ -416,7 +581,7 @@ def solver_trace(p:Puzzle, # the puzzle
         if bad is None: out.append(f"{tag}: consistent ✓")
         else:
             said = "true" if not row[bad] else "false"
-            out.append(f"{tag}: ✗ {names[bad]} is a {tw if row[bad] else lw} but the statement is {said}")
+            out.append(f"{tag}: ✗ {names[bad]} is {_a(tw if row[bad] else lw)} but the statement is {said}")
     return out
 
 # %% ../nbs/api/12_knights.ipynb #dcbb5680
@@ -452,7 +617,6 @@ def evaluate_puzzles(model, # a causal LM
                      answer_prefix:str="", # text that starts the answer (e.g. "CONCLUSION:\n"); scored with it
                     )->tuple[list, list[str]]: # (per-item correct or None, completions including the prefix)
     "Greedy-decode direct answers and score them with the paper's parser."
-    from unlearnkit.evaluate import generate, chat_prompt
     idx = [k for k, it in enumerate(items) if it is not None]
     if not idx: return [None]*len(items), [""]*len(items)
     prompts = [puzzle_example(*items[k], form=form)[0] for k in idx]
@@ -465,7 +629,38 @@ def evaluate_puzzles(model, # a causal LM
         correct[k] = score_answer(texts[k], *items[k], form=form)
     return correct, texts
 
-def _acc(c): c = [x for x in c if x is not None]; return sum(c) / len(c) if c else float("nan")
+def _flag(c): return None if c is None else int(bool(c))
+
+def _kinds(d:pd.DataFrame)->list[str]: return [c[len("correct_"):] for c in d.columns if c.startswith("correct_")]
+
+def _groups(d:pd.DataFrame):
+    keys = [c for c in ("people",) if c in d.columns] + ["epoch"]
+    for key, g in d.groupby(keys, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        yield {k: int(v) for k, v in zip(keys, key)}, g
+
+def accuracy_rows(items, # per-item rows (`track_memorization`'s items, or the items CSV read back)
+                 )->list[dict]: # one row per (people,) epoch and set: acc, n
+    "Accuracy per evaluation: on the training puzzles, the test puzzles, and each perturbed set of twins."
+    d = pd.DataFrame(items); kinds = _kinds(d); rows = []
+    for key, g in _groups(d):
+        for s in ("train", "test"):
+            c = g.correct[g.set == s]
+            rows.append(dict(key, set=s, acc=float(c.mean()) if len(c) else float("nan"), n=int(len(c))))
+        for k in kinds:
+            c = g[f"correct_{k}"][g.set == "train"].dropna()
+            rows.append(dict(key, set=k, acc=float(c.mean()) if len(c) else float("nan"), n=int(len(c))))
+    return rows
+
+def limem_rows(items, # per-item rows
+              )->list[dict]: # one row per (people,) epoch and perturbation: acc, cr, limem, n, ...
+    "CR and LiMem per evaluation and perturbation, from the training puzzles that have a twin."
+    d = pd.DataFrame(items); rows = []
+    for key, g in _groups(d):
+        tr = g[g.set == "train"]
+        for k in _kinds(d):
+            rows.append(dict(key, perturbation=k, **limem(tr.correct.tolist(), [None if pd.isna(v) else v for v in tr[f"correct_{k}"]])))
+    return rows
 
 def track_memorization(model, # the model to fine-tune (in place)
                        tok, # its tokenizer
@@ -486,9 +681,9 @@ def track_memorization(model, # the model to fine-tune (in place)
                        params=None, # the parameters to train (default: all trainable ones, e.g. the LoRA ones)
                        seed:int=0, # seeds shuffling
                        progress:bool=True, # progress bars
-                      )->dict: # rows (one per epoch and set), limem (per epoch and perturbation), history
-    "Fine-tune on the training puzzles and track train/test/perturbed accuracy, CR and LiMem over epochs."
-    from unlearnkit.train import lm_examples, train
+                       extra:dict|None=None, # columns to put first in every item row (e.g. people=3)
+                      )->dict: # items, rows (accuracy), limem, history, steps_per_epoch, wall_s, samples
+    "Fine-tune on the training puzzles and score every training, test and perturbed puzzle every few epochs."
     if form not in FORMS: raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     if epochs < 1 or eval_every < 1: raise ValueError(f"epochs and eval_every must be >= 1, got {epochs}, {eval_every}")
     m = len(train_puzzles) if n_eval is None else min(n_eval, len(train_puzzles))
@@ -496,27 +691,27 @@ def track_memorization(model, # the model to fine-tune (in place)
     if bad: raise ValueError(f"perturbed sets {bad} must have one entry (or None) for each of the first {m} training puzzles")
     pairs = [puzzle_example(p, form=form) for p in train_puzzles]
     ex = lm_examples(tok, [c for _, c in pairs], prompts=[q for q, _ in pairs])
-    spe = math.ceil(len(ex) / (batch_size * grad_accum))
+    spe = steps_per_epoch(len(ex), batch_size, grad_accum)
     at = sorted({0, *range(eval_every, epochs + 1, eval_every), epochs})
+    top, tag = majority_answer(train_puzzles), dict(extra or {})
     sets = dict(train=[(p, Style()) for p in train_puzzles[:m]], test=[(p, Style()) for p in test_puzzles],
                 **{k: list(v[:m]) for k, v in perturbed.items()})
-    rows, lm_rows, samples = [], [], {}
-    def evaluate(state):
-        ep = state.step // spe
-        if state.step % spe or ep not in at: return
+    items, samples = [], {}
+    def evaluate(state, ep):
         res = {k: evaluate_puzzles(state.model, tok, v, form, eval_batch_size) for k, v in sets.items()}
-        for k, (c, _) in res.items(): rows.append(dict(epoch=ep, set=k, acc=_acc(c), n=sum(x is not None for x in c)))
-        for k in perturbed:
-            lm_rows.append(dict(epoch=ep, perturbation=k, **limem(res["train"][0], res[k][0])))
+        for j in range(m):
+            items.append(dict(tag, epoch=ep, set="train", puzzle=j, correct=_flag(res["train"][0][j]),
+                              **{f"correct_{k}": _flag(res[k][0][j]) for k in perturbed}))
+        for j, q in enumerate(test_puzzles):
+            items.append(dict(tag, epoch=ep, set="test", puzzle=j, correct=_flag(res["test"][0][j]), majority=int(q.solution == top)))
         samples[ep] = {k: t[:3] for k, (_, t) in res.items()}
     result = train(model, ex, lr=lr, max_steps=spe * epochs, batch_size=batch_size, grad_accum=grad_accum,
                    schedule=schedule, warmup_steps=warmup_steps, weight_decay=weight_decay, params=params,
-                   seed=seed, callbacks=[evaluate], progress=progress, desc="fine-tune on puzzles")
-    return dict(rows=rows, limem=lm_rows, history=result.history, steps_per_epoch=spe, wall_s=result.wall_s, samples=samples)
+                   seed=seed, callbacks=[at_epochs(at, spe, evaluate)], progress=progress, desc="fine-tune on puzzles")
+    return dict(items=items, rows=accuracy_rows(items), limem=limem_rows(items), history=result.history,
+                steps_per_epoch=spe, wall_s=result.wall_s, samples=samples)
 
-# %% ../nbs/api/12_knights.ipynb #c44214d8
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
-
+# %% ../nbs/api/12_knights.ipynb #e7643e1a
 def tiny_puzzle_lm(n_layer:int=4, # transformer blocks
                    d_model:int=128, # hidden size
                    n_head:int=4, # attention heads
@@ -524,88 +719,264 @@ def tiny_puzzle_lm(n_layer:int=4, # transformer blocks
                    seed:int=0, # seeds the initial weights
                   )->tuple: # (model, tokenizer)
     "A small from-scratch Llama over the compact puzzle vocabulary, and its word tokenizer."
-    from unlearnkit.models import tiny_lm, word_tokenizer
     tok = word_tokenizer(compact_vocab())
     return tiny_lm("llama", vocab_size=len(tok), n_layer=n_layer, d_model=d_model, n_head=n_head,
                    max_len=max_len, seed=seed, tokenizer=tok), tok
 
-def add_lora(model, # a pretrained causal LM
-             r:int=32, # LoRA rank (paper: 32)
-             alpha:int=32, # LoRA alpha (paper: 32)
-             dropout:float=0.05, # LoRA dropout (paper: 0.05)
-             targets:Sequence[str]=LORA_TARGETS, # module names to adapt (paper: all projections + lm_head)
-            ):
-    "Wrap a model with LoRA adapters (needs the optional `peft` package)."
-    try: import peft
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError("LoRA fine-tuning needs the optional package 'peft': `pip install peft` "
-                                  "(or set lora_r = 0 to fine-tune every weight)") from None
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    present = [t for t in targets if t in names]
-    if not present: raise ValueError(f"none of the LoRA targets {tuple(targets)} is a module of this model")
-    cfg = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none", task_type="CAUSAL_LM",
-                          target_modules=present)
-    return peft.get_peft_model(model, cfg)
+def form_of(model:str)->str:
+    "The puzzle form a model reads: compact symbols for the tiny from-scratch model, natural language otherwise."
+    return "compact" if model == "tiny" else "nl"
 
-def require_hub(model_id:str, # a hub id (a local folder or offline name passes)
-                timeout:float=10.0, # seconds to wait for the hub
-               ):
-    "Fail fast, with a clear message, when a hub model is needed and the hub cannot be reached."
-    import os
-    from pathlib import Path
-    if Path(model_id).exists() or "/" not in model_id or os.environ.get("HF_HUB_OFFLINE") == "1": return
-    try:
-        from huggingface_hub import HfApi
-        HfApi().model_info(model_id, timeout=timeout)
-    except Exception as e:
-        raise RuntimeError(f"this preset downloads {model_id!r} from the Hugging Face hub, which is unreachable or "
-                           f"refused ({type(e).__name__}: {str(e)[:160]}). Run it on a machine with internet "
-                           "(and `huggingface-cli login` for gated models), or set HF_HUB_OFFLINE=1 if the "
-                           "model is already in your hub cache.") from None
+def puzzle_model(model:str="tiny", # "tiny", or an offline name / hub id / folder of a pretrained causal LM
+                 n_layer:int=2, d_model:int=128, n_head:int=4, # the tiny model's shape
+                 lora_r:int=0, lora_alpha:int=32, lora_dropout:float=0.05, # LoRA for a pretrained model (r=0: train every weight)
+                 seed:int=0, # seeds the tiny model's weights
+                )->tuple: # (model, tokenizer)
+    "The model a knights run fine-tunes: a tiny from-scratch transformer, or a pretrained LM (with LoRA when lora_r > 0)."
+    if model == "tiny": return tiny_puzzle_lm(n_layer, d_model, n_head, seed=seed)
+    require_hub(model)
+    lm, tok = load_lm(model, seed=seed)
+    return (add_lora(lm, lora_r, lora_alpha, lora_dropout) if lora_r else lm), tok
 
 # %% ../nbs/api/12_knights.ipynb #981ee74f
-def parse_people(people:str)->tuple:
-    "'3,5' -> (3, 5), checked against the grammar's 2 to 8 people."
-    try: ns = tuple(int(x) for x in str(people).split(",") if x.strip())
-    except ValueError: raise ValueError(f"people must be comma-separated integers from 2 to 8, like '3,5'; got {people!r}") from None
-    if not ns or any(not MIN_PEOPLE <= n <= MAX_PEOPLE for n in ns) or len(set(ns)) != len(ns):
-        raise ValueError(f"people must be distinct integers from {MIN_PEOPLE} to {MAX_PEOPLE}, like '3,5'; got {people!r}")
-    return ns
+def make_dataset(n_people:int, # people per puzzle
+                 n_train:int, # training puzzles
+                 n_test:int, # held-out puzzles
+                 n_eval:int=0, # training puzzles to evaluate and perturb (0: all)
+                 perturbations:Sequence[str]=MATH_LEVEL, # perturbation names
+                 seed:int=1234, # the sampler's seed (paper: 1234); twins use seed + 1 + k
+                 depth:int=2, # statement depth
+                 width:int=2, # and/or width
+                )->dict: # people, train, test, n_eval, perturbed (name -> twins or None)
+    "One puzzle size's train/test puzzles (the paper's split) and perturbed twins of the evaluated training puzzles."
+    train_ps, test_ps = train_test_split(n_people, n_train, n_test, seed, depth, width)
+    m = n_eval or n_train
+    perturbed = {k: perturb_set(train_ps[:m], k, seed=seed + 1, depth=depth, width=width) for k in perturbations}
+    return dict(people=n_people, train=train_ps, test=test_ps, n_eval=m, perturbed=perturbed)
 
-def validate_params(p:dict, # the reproduction's parameters
-                   )->dict: # the parsed values: people (tuple), perturbations (tuple), form
-    "Check the knights reproduction's parameters; raise ValueError naming the parameter and the allowed values."
-    def need(key, ok, allowed):
-        if not ok: raise ValueError(f"{key} must be {allowed}, got {p.get(key)!r}")
-    for k in ("n_train", "n_test", "epochs", "eval_every", "batch_size", "grad_accum", "eval_batch_size", "threads"):
-        need(k, isinstance(p[k], int) and p[k] >= 1, "a positive integer")
-    need("threads", p["threads"] <= 64, "from 1 to 64")
-    need("n_eval", isinstance(p["n_eval"], int) and p["n_eval"] >= 0, "a non-negative integer (0 = all training puzzles)")
-    need("lr", isinstance(p["lr"], (int, float)) and 0 < p["lr"] < 1, "a float in (0, 1)")
-    need("schedule", p["schedule"] in ("constant", "linear", "cosine"), "one of 'constant', 'linear', 'cosine'")
-    need("lora_r", isinstance(p["lora_r"], int) and p["lora_r"] >= 0, "a non-negative integer (0 = no LoRA)")
-    need("lora_dropout", 0 <= p["lora_dropout"] < 1, "in [0, 1)")
-    need("model", isinstance(p["model"], str) and p["model"], "'tiny' or a model name / hub id")
-    form = "compact" if p["model"] == "tiny" else "nl"
-    if form == "compact":
-        need("lora_r", p["lora_r"] == 0, "0 for the tiny from-scratch model (it trains every weight)")
-        for k in ("n_layer", "d_model", "n_head"): need(k, isinstance(p[k], int) and p[k] >= 1, "a positive integer")
-        need("d_model", p["d_model"] % p["n_head"] == 0, f"divisible by n_head ({p['n_head']})")
-    people = parse_people(p["people"])
-    check_grammar(people[0], p["depth"], p["width"])
-    kinds = tuple(k.strip() for k in str(p["perturbations"]).split(",") if k.strip())
-    if not kinds: raise ValueError(f"perturbations must name at least one of {tuple(PERTURBATIONS)}")
-    try: check_perturbations(kinds, compact=form == "compact")
-    except ValueError as e: raise ValueError(f"perturbations: {e}") from None
-    need("zero_shot_people", p["zero_shot_people"] in range(MIN_PEOPLE, MAX_PEOPLE + 1), "an integer from 2 to 8")
-    need("n_zero_shot", isinstance(p["n_zero_shot"], int) and p["n_zero_shot"] >= 0, "a non-negative integer (0 = skip)")
-    return dict(people=people, perturbations=kinds, form=form)
+def memorization_run(data:dict, # a `make_dataset` result
+                     model:str="tiny", # see `puzzle_model`
+                     n_layer:int=2, d_model:int=128, n_head:int=4, # the tiny model's shape
+                     lora_r:int=0, lora_alpha:int=32, lora_dropout:float=0.05, # LoRA (pretrained models)
+                     epochs:int=60, eval_every:int=10, # training length, evaluation interval
+                     lr:float=1e-3, batch_size:int=16, grad_accum:int=1, schedule:str="constant", # optimisation
+                     eval_batch_size:int=64, # prompts per generate call
+                     seed:int=0, # model weights and shuffling
+                     progress:bool=True, # progress bars
+                    )->dict: # track_memorization's result plus `fit` (trainable parameters, time, final loss, twins missing)
+    "Fine-tune one model on one puzzle size and track it (`track_memorization`); the model is freed afterwards."
+    lm, tok = puzzle_model(model, n_layer, d_model, n_head, lora_r, lora_alpha, lora_dropout, seed=seed)
+    out = track_memorization(lm, tok, data["train"], data["test"], data["perturbed"], form=form_of(model), epochs=epochs,
+                             eval_every=eval_every, n_eval=data["n_eval"], lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+                             schedule=schedule, eval_batch_size=eval_batch_size, seed=seed, progress=progress,
+                             extra=dict(people=data["people"]))
+    out["fit"] = dict(trainable_params=n_params(lm, trainable=True), train_wall_s=round(out["wall_s"], 1),
+                      final_loss=out["history"][-1]["loss"],
+                      no_twin={k: sum(x is None for x in v) for k, v in data["perturbed"].items()})
+    del lm; gc.collect()
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
+    return out
+
+def zero_shot_eval(model:str, # an instruct model (offline name, hub id or folder); "" skips
+                   n_people:int=2, # people per puzzle
+                   n_puzzles:int=8, # puzzles to ask (0 skips)
+                   seed:int=1241, # the sampler's seed
+                   depth:int=2, width:int=2, # the grammar
+                   max_new_tokens:int=48, # tokens after "CONCLUSION:"
+                  )->dict|None: # model, people, n, acc, items (one row per puzzle), example (question, answer)
+    "Ask an off-the-shelf instruct model puzzles zero-shot in the paper's format; None when skipped."
+    if not model or not n_puzzles: return None
+    require_hub(model)
+    lm, tok = load_lm(model)
+    ps_ = generate_puzzles(n_people, n_puzzles, seed=seed, depth=depth, width=width)
+    correct, texts = evaluate_puzzles(lm, tok, [(q, Style()) for q in ps_], form="nl", chat=True, answer_prefix=CONCLUSION + "\n",
+                                      batch_size=min(n_puzzles, 16), max_new_tokens=max_new_tokens)
+    del lm; gc.collect()
+    items = [dict(model=model, people=n_people, puzzle=j, correct=_flag(c), answer=t) for j, (c, t) in enumerate(zip(correct, texts))]
+    return dict(model=model, people=n_people, n=len(items), acc=sum(r["correct"] for r in items) / len(items), items=items,
+                example=(render_nl(ps_[0]), texts[0]))
+
+# %% ../nbs/api/12_knights.ipynb #2b52a155
+PARAM_NAMES = ("preset", "out_dir", "seed", "people", "n_train", "n_test", "n_eval", "depth", "width", "data_seed",
+               "perturbations", "model", "n_layer", "d_model", "n_head", "lora_r", "lora_alpha", "lora_dropout", "epochs",
+               "eval_every", "lr", "batch_size", "grad_accum", "schedule", "eval_batch_size", "zero_shot_model",
+               "zero_shot_people", "n_zero_shot", "threads")
+
+def _enough_puzzles(name, got, n_people, want):
+    total = count_puzzles(n_people) if n_people <= 3 else None   # 4+ people: more than 4e8 distinct puzzles
+    need(total is None or want <= total, name, got, f"at most {total} puzzles in all for {n_people} people "
+         f"(only {total} distinct puzzles with a unique solution exist)")
+
+def check_params(p:dict, # the reproduction's resolved parameters
+                )->dict: # the same dict
+    "Check the knights reproduction's parameters; raise `ParamError` naming the parameter, what it got and what is allowed."
+    unknown = [k for k in p if k not in PARAM_NAMES]
+    if unknown: raise ParamError(f"parameter {unknown[0]!r}: unknown; allowed: {', '.join(PARAM_NAMES)}")
+    check_str(p, "preset"); check_str(p, "out_dir", nonempty=False); check_int(p, "seed", lo=0)
+    people = check_list(p, "people", int, lo=MIN_PEOPLE, hi=MAX_PEOPLE, unique=True)
+    check_int(p, "n_train", lo=1); check_int(p, "n_test", lo=1); check_int(p, "n_eval", lo=0, hi=p["n_train"])
+    check_int(p, "depth")
+    need(p["depth"] == 2, "depth", p["depth"], "2 (the paper's depth; depth 1 has no puzzle with a unique solution)")
+    check_choice(p, "width", WIDTHS); check_int(p, "data_seed", lo=0)
+    for n in people:
+        if p["width"] == 2: _enough_puzzles("n_train", p["n_train"], n, p["n_train"] + p["n_test"])
+    model = check_str(p, "model")
+    compact = form_of(model) == "compact"
+    check_list(p, "perturbations", str, choices=COMPACT_PERTURBATIONS if compact else tuple(PERTURBATIONS), unique=True)
+    if compact:
+        for k in ("n_layer", "d_model", "n_head"): check_int(p, k, lo=1)
+        need(p["d_model"] % p["n_head"] == 0, "d_model", p["d_model"], f"a multiple of n_head ({p['n_head']})")
+        need(p["lora_r"] == 0, "lora_r", p["lora_r"], "0 for the tiny from-scratch model (it trains every weight)")
+    check_int(p, "lora_r", lo=0); check_int(p, "lora_alpha", lo=1); check_float(p, "lora_dropout", lo=0, hi=1, hi_open=True)
+    check_int(p, "epochs", lo=1); check_int(p, "eval_every", lo=1, hi=p["epochs"])
+    check_float(p, "lr", lo=0, hi=1, lo_open=True, hi_open=True)
+    check_int(p, "batch_size", lo=1); check_int(p, "grad_accum", lo=1)
+    check_choice(p, "schedule", ("constant", "linear", "cosine")); check_int(p, "eval_batch_size", lo=1)
+    check_str(p, "zero_shot_model", nonempty=False)
+    check_int(p, "zero_shot_people", lo=MIN_PEOPLE, hi=MAX_PEOPLE); check_int(p, "n_zero_shot", lo=0)
+    if p["width"] == 2: _enough_puzzles("n_zero_shot", p["n_zero_shot"], p["zero_shot_people"], p["n_zero_shot"])
+    check_int(p, "threads", lo=1, hi=64)
+    return p
+
+# %% ../nbs/api/12_knights.ipynb #211f4277
+SRC = "Xie et al. 2024"
+PAPER_PROTOCOL = dict(model="meta-llama/Meta-Llama-3-8B", lora_r=32, lora_alpha=32, lora_dropout=0.05, lr=5e-5, schedule="linear",
+                      batch=32, epochs=50, n_train=1000, n_test=100, people=list(range(2, 9)), perturbations=list(PERTURBATIONS))
+
+def knights_departs(p:dict, # a run's parameters
+                   )->str|None:
+    "What a knights preset changes from the paper's protocol, in words (None when nothing)."
+    P, d = PAPER_PROTOCOL, []
+    if p["model"] == "tiny":
+        d.append(f"a {p['n_layer']}-layer d={p['d_model']} transformer trained from scratch on compact symbols "
+                 "(paper: Llama-3-8B with LoRA, natural language)")
+    else:
+        if p["model"] != P["model"]: d.append(f"model {p['model']} (paper: Llama-3-8B)")
+        d.append("unquantised base weights (paper: 4-bit); fixed names and quoting verbs (paper: drawn per puzzle)")
+        if not p["lora_r"]: d.append("every weight trained (paper: LoRA r=32)")
+        elif (p["lora_r"], p["lora_alpha"], p["lora_dropout"]) != (P["lora_r"], P["lora_alpha"], P["lora_dropout"]):
+            d.append(f"LoRA r={p['lora_r']} alpha={p['lora_alpha']} dropout={p['lora_dropout']} (paper: 32, 32, 0.05)")
+    if (p["lr"], p["schedule"], p["batch_size"] * p["grad_accum"]) != (P["lr"], P["schedule"], P["batch"]):
+        d.append(f"lr {p['lr']:g} {p['schedule']}, batch {p['batch_size'] * p['grad_accum']} (paper: 5e-05 linear, 32)")
+    if p["epochs"] != P["epochs"]: d.append(f"{p['epochs']} epochs (paper: 50)")
+    if p["n_train"] != P["n_train"]: d.append(f"{p['n_train']} training puzzles per size (paper: 1000, 200 for 2 people)")
+    if p["n_eval"] and p["n_eval"] < p["n_train"]: d.append(f"the first {p['n_eval']} training puzzles evaluated (paper: all)")
+    if p["n_test"] != P["n_test"]: d.append(f"{p['n_test']} test puzzles per size (paper: 100)")
+    if sorted(p["people"]) != P["people"]: d.append(f"sizes {sorted(p['people'])} (paper: 2 to 8 people)")
+    if sorted(p["perturbations"]) != sorted(P["perturbations"]): d.append(f"perturbations {list(p['perturbations'])} (paper: all six)")
+    return "; ".join(d) or None
+
+def _share_failed(tr:pd.DataFrame, kinds)->pd.Series:
+    "Per training puzzle: solved × share of its twins (of these kinds) failed; NaN without a twin. Its mean is LiMem."
+    twins = tr[[f"correct_{k}" for k in kinds]].astype(float)
+    return tr.correct.astype(float) * (1 - twins.mean(axis=1, skipna=True))
+
+def _by_people(d:pd.DataFrame, s:pd.Series)->dict:
+    if "people" not in d.columns: return {}
+    return {int(n): round(float(v), 4) for n, v in s.groupby(d.people).mean().items()}
+
+def _untested(id, text, source, reason, run, departs):
+    return claim(id, text, source, paper=None, run=run, held=None, reason=reason, departs=departs)
+
+def knights_claims(items, # per-item rows: track_memorization items (with `people`), or the run's items CSV read back
+                   departs:str|None=None, # what the preset changes from the paper (`knights_departs`)
+                   seed:int=0, # seeds the permutation tests
+                   train_threshold:float=0.9, # "near-perfect" training accuracy
+                  )->list[dict]:
+    "The paper's claims about a run, each decided by a stated one-sided test over puzzles (see the table above)."
+    d = pd.DataFrame(items)
+    miss = {"epoch", "set", "puzzle", "correct"} - set(d.columns)
+    if miss: raise ValueError(f"items lack the columns {sorted(miss)}: pass track_memorization's items (or the items CSV)")
+    if "people" not in d.columns: d = d.assign(people=0)
+    d = d.sort_values(["people", "set", "puzzle", "epoch"], kind="stable").reset_index(drop=True)
+    first, last = d.epoch.min(), d.epoch.max()
+    tr, te = d[(d.set == "train") & (d.epoch == last)], d[(d.set == "test") & (d.epoch == last)]
+    kinds = _kinds(d); math_k = [k for k in kinds if k in MATH_LEVEL]; lang_k = [k for k in kinds if k in LANGUAGE_LEVEL]
+    sizes = sorted(int(n) for n in d.people.unique())
+    r4 = lambda v: round(float(v), 4)
+    out = []
+
+    k, n = int(tr.correct.sum()), len(tr)
+    out.append(tested_claim("interpolates_train", f"Fine-tuning interpolates the training puzzles: training accuracy is "
+        f"near-perfect (above {train_threshold}).", f"{SRC}, abstract", binom_test(k, n, p0=train_threshold),
+        paper=f"≈ +{1 - train_threshold:.1f} (accuracy ≈ 1)", departs=departs, acc_by_people=_by_people(tr, tr.correct)))
+
+    if math_k:
+        twins = tr[[f"correct_{k}" for k in math_k]].astype(float)
+        has = twins.notna().any(axis=1)
+        t = permutation_test(tr.correct[has].to_numpy(float), twins[has].mean(axis=1).to_numpy(float), paired=True, seed=seed)
+        lim = {k: r4(limem(tr.correct.tolist(), [None if pd.isna(v) else v for v in tr[f"correct_{k}"]])["limem"]) for k in math_k}
+        out.append(tested_claim("perturbed_lower_limem_positive", "Accuracy on locally (math-level) perturbed training "
+            "puzzles is lower than on the originals, so LiMem > 0.", f"{SRC}, abstract; LiMem (project page)", t,
+            paper="> 0 (models 'fail when those puzzles are slightly perturbed')", departs=departs, limem=lim))
+    else:
+        out.append(_untested("perturbed_lower_limem_positive", "Accuracy on locally (math-level) perturbed training puzzles is "
+            "lower than on the originals, so LiMem > 0.", f"{SRC}, abstract", "this run has no math-level perturbation "
+            "(leaf, statement)", dict(perturbations=kinds), departs))
+
+    trall = d[d.set == "train"]
+    if math_k and trall.epoch.nunique() >= 2:
+        mem = _share_failed(trall, math_k); ok = mem.notna()
+        groups = (trall.people.astype(str) + "/" + trall.puzzle.astype(str))[ok]
+        t = trend_test(trall.epoch[ok].to_numpy(float), mem[ok].to_numpy(float), "greater", groups=groups.to_numpy(),
+                       n_resamples=2000, seed=seed)
+        by_epoch = {int(e): r4(v) for e, v in mem[ok].groupby(trall.epoch[ok]).mean().items()}
+        out.append(tested_claim("limem_rises_with_epochs", "Memorization (LiMem on math-level twins) rises over fine-tuning "
+            "as the model fits its training puzzles.", f"{SRC}, §3 (LiMem over fine-tuning epochs)", t,
+            paper="rises with epochs", departs=departs, limem_by_epoch=by_epoch))
+    else:
+        out.append(_untested("limem_rises_with_epochs", "Memorization (LiMem on math-level twins) rises over fine-tuning.",
+            f"{SRC}, §3", "needs a math-level perturbation and two or more evaluations", dict(evaluations=int(trall.epoch.nunique())), departs))
+
+    if math_k and len(sizes) >= 2:
+        mem = _share_failed(tr, math_k); ok = mem.notna()
+        t = trend_test(tr.people[ok].to_numpy(float), mem[ok].to_numpy(float), "greater", seed=seed)
+        out.append(tested_claim("limem_grows_with_n", "Memorization (LiMem) grows with puzzle difficulty (more people).",
+            f"{SRC}, §3 (LiMem by number of people)", t, paper="increases with N", departs=departs,
+            limem_by_people=_by_people(tr[ok], mem[ok])))
+    else:
+        out.append(_untested("limem_grows_with_n", "Memorization (LiMem) grows with puzzle difficulty (more people).",
+            f"{SRC}, §3", "needs two or more puzzle sizes and a math-level perturbation", dict(sizes=sizes), departs))
+
+    before = d[(d.set == "test") & (d.epoch == first)].correct.to_numpy(float)
+    after = te.correct.to_numpy(float)
+    base = te.majority.to_numpy(float) if "majority" in te.columns else np.zeros_like(after)
+    use_before = first < last and before.mean() >= base.mean()
+    ref = before if use_before else base
+    t = permutation_test(after, ref, paired=True, seed=seed)
+    out.append(tested_claim("ft_improves_test", "Fine-tuning improves accuracy on held-out puzzles, beyond both the model "
+        "before fine-tuning and a logic-free baseline (always the most common training answer).", f"{SRC}, abstract", t,
+        paper="test accuracy rises with fine-tuning", departs=departs,
+        compared_with="the model before fine-tuning" if use_before else "the most-common-answer baseline",
+        before=r4(before.mean()) if first < last else None, after=r4(after.mean()), majority_baseline=r4(base.mean())))
+
+    if math_k and lang_k:
+        mm, ml = _share_failed(tr, math_k), _share_failed(tr, lang_k); ok = mm.notna() & ml.notna()
+        t = permutation_test(mm[ok].to_numpy(float), ml[ok].to_numpy(float), paired=True, seed=seed)
+        dep = "; ".join(x for x in (departs, None if len(lang_k) == 4 else f"language-level here: {lang_k} (paper: all four)") if x)
+        out.append(tested_claim("language_hurts_less", "Language-level perturbations hurt less than math-level ones "
+            "(lower LiMem on the same puzzles).", f"{SRC}, §3 (perturbation types; 2nd-hand summary)", t,
+            paper="LiMem(language) < LiMem(math)", departs=dep or None, limem_math=r4(mm[ok].mean()), limem_language=r4(ml[ok].mean())))
+    else:
+        out.append(_untested("language_hurts_less", "Language-level perturbations hurt less than math-level ones.",
+            f"{SRC}, §3", "needs both math-level and language-level perturbations", dict(perturbations=kinds), departs))
+    return out
+
+def run_summary(items)->dict:
+    "Per puzzle size, at the last evaluation: train, test (before and after) and majority accuracy, twins' accuracy and LiMem."
+    d = pd.DataFrame(items); last, first = d.epoch.max(), d.epoch.min(); out = {}
+    for n, g in d.groupby("people"):
+        tr, te = g[(g.set == "train") & (g.epoch == last)], g[(g.set == "test") & (g.epoch == last)]
+        out[int(n)] = dict(train_acc=float(tr.correct.mean()), test_acc_before=float(g[(g.set == "test") & (g.epoch == first)].correct.mean()),
+                           test_acc_after=float(te.correct.mean()), majority_baseline=float(te.majority.mean()),
+                           twin_acc={k: float(tr[f"correct_{k}"].mean()) for k in _kinds(d)},
+                           limem={k: limem(tr.correct.tolist(), [None if pd.isna(v) else v for v in tr[f"correct_{k}"]])["limem"] for k in _kinds(d)})
+    return out
 
 # %% ../nbs/api/12_knights.ipynb #1e8bbc7b
-def plot_accuracy(rows, # track_memorization rows with a `people` column (list of dicts or DataFrame)
+def plot_accuracy(rows, # accuracy rows with a `people` column (`accuracy_rows`), list of dicts or DataFrame
                  ):
     "Train / test / perturbed-train accuracy over epochs, one panel per puzzle size."
-    import matplotlib.pyplot as plt, pandas as pd
     df = pd.DataFrame(rows); ns = sorted(df.people.unique())
     fig, axes = plt.subplots(1, len(ns), figsize=(5.2*len(ns), 3.8), squeeze=False, sharey=True)
     for ax, n in zip(axes[0], ns):
@@ -619,10 +990,9 @@ def plot_accuracy(rows, # track_memorization rows with a `people` column (list o
     fig.tight_layout()
     return fig
 
-def plot_limem(limem_rows, # track_memorization limem rows with a `people` column
+def plot_limem(limem_rows, # LiMem rows with a `people` column (`limem_rows`)
               ):
     "Left: LiMem over epochs per perturbation; right: LiMem at the last epoch by people and perturbation."
-    import matplotlib.pyplot as plt, pandas as pd, seaborn as sns
     df = pd.DataFrame(limem_rows)
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
     for (n, k), e in df.groupby(["people", "perturbation"]):

@@ -1,5 +1,6 @@
 """A memory-bounded KV cache for Hugging Face transformers, with eviction policies as small scoring classes: Full,
-Random, StreamingLLM, H2O, A2SF (Jo & Shin 2024), TOVA, Knorm and TRIM-KV (Bui et al. 2025).
+Random, StreamingLLM, H2O, A2SF (Jo & Shin 2024), TOVA and Knorm. TRIM-KV's learned policy lives in
+`unlearnkit.trimkv`, the associative-recall experiment in `unlearnkit.kvrecall`.
 
 Docs: https://unlearnkit.github.io/unlearnkit/api/kvcache.html.md"""
 
@@ -7,23 +8,23 @@ Docs: https://unlearnkit.github.io/unlearnkit/api/kvcache.html.md"""
 
 # %% ../nbs/api/14_kvcache.ipynb #eb544eaa
 from __future__ import annotations
-import contextlib, math, sys
+import contextlib, sys
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch, torch.nn as nn, torch.nn.functional as F
+import torch, torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from .train import upcast_half
 
 # %% auto #0
-__all__ = ['SUPPORTED_MODEL_TYPES', 'POLICIES', 'check_model', 'KVPolicy', 'Full', 'Random', 'StreamingLLM', 'H2O', 'A2SF',
-           'TOVA', 'Knorm', 'RetentionGates', 'TrimKV', 'make_policy', 'KVLayer', 'EvictingCache', 'attention_probs',
+__all__ = ['SUPPORTED_MODEL_TYPES', 'POLICIES', 'check_model', 'KVPolicy', 'register_policy', 'Full', 'Random', 'StreamingLLM',
+           'H2O', 'A2SF', 'TOVA', 'Knorm', 'make_policy', 'policy_set', 'KVLayer', 'EvictingCache', 'attention_probs',
            'decode_attention', 'evicting', 'forward_with_policy', 'generate_with_policy', 'kv_bytes', 'memory_stats',
-           'decayed_attention', 'capacity_loss', 'retention_training', 'retention_loss', 'train_retention_gates',
-           'recall_vocab', 'recall_batch', 'answer_accuracy', 'agreement', 'kept_map', 'check_kvcache_params']
+           'kept_map']
 
 # %% ../nbs/api/14_kvcache.ipynb #7759bce0
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
@@ -45,208 +46,215 @@ class KVPolicy:
     "Base class: score a layer's stored tokens; the cache keeps the `budget` best per KV head."
     n_sink:int=0 # the first tokens of the sequence, always kept
     n_recent:int=0 # the most recent tokens, always kept
-    needs_attn:ClassVar[bool]=False # whether `score` needs the current queries' attention
-    needs_hidden:ClassVar[bool]=False # whether `score` needs the layer's input hidden states
+    needs_attn:ClassVar[bool]=False # whether `observe`/`score` need the current queries' attention
+    needs_hidden:ClassVar[bool]=False # whether `observe` needs the layer's input hidden states
     last_query_only:ClassVar[bool]=False # whether `score` reads only the last query's attention row
-    stateful:ClassVar[bool]=True # whether `score` keeps state and so must see every step, not only the steps that evict
+    stateful:ClassVar[bool]=False # whether `observe` keeps per-token state and so must see every step
+    state_names:ClassVar[tuple]=() # the per-token state tensors `observe` writes (float32, 0 for a new token)
     evicts:ClassVar[bool]=True # False for the full cache
     def __post_init__(self):
         for k in ("n_sink", "n_recent"):
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0: raise ValueError(f"{k} must be an integer >= 0, got {v!r}")
-    def score(self, layer, # the `KVLayer`: .keys .values .positions .state .seen
-              attn, # (batch, kv_heads, q, n) attention of the current queries, or None
-              hidden, # (batch, q, d_model) input of the attention block, or None
-             )->torch.Tensor: # (batch, kv_heads, n), higher = keep
+    def observe(self, layer, # the `KVLayer` after this step's tokens were added (they are its last slots)
+                attn, # (batch, kv_heads, q, n) attention of the current queries, or None
+                hidden, # (batch, q, d_model) input of the attention block, or None
+               ):
+        "Update the per-token state with this step (stateful policies; called after every layer's attention)."
+    def score(self, view, # a `KVLayer`, or all layers stacked: .keys .positions .seen .token_state(name)
+              attn, # (..., kv_heads, q, n) current attention (stateless policies with `needs_attn`), or None
+             )->torch.Tensor: # (..., kv_heads, n), higher = keep
         raise NotImplementedError
 
+POLICIES = {}
+def register_policy(name:str, # the registry key (`make_policy(name)`)
+                   ):
+    "Class decorator: add a policy to `POLICIES`, so experiments and the parametrised tests walk it."
+    def add(cls):
+        POLICIES[name] = cls
+        return cls
+    return add
+
+@register_policy("full")
 @dataclass
 class Full(KVPolicy):
     "No eviction: the ordinary growing cache."
     evicts:ClassVar[bool]=False
-    def score(self, layer, attn, hidden): return None
+    def score(self, view, attn): return None
 
+@register_policy("random")
 @dataclass
 class Random(KVPolicy):
     "Keep a random subset (drawn from the cache's seeded generator)."
-    def score(self, layer, attn, hidden):
-        return torch.rand(layer.positions.shape, generator=layer.cache.generator).to(layer.keys.device)
+    def score(self, view, attn):
+        return torch.rand(view.positions.shape, generator=view.generator).to(view.positions.device)
 
+@register_policy("streaming_llm")
 @dataclass
 class StreamingLLM(KVPolicy):
     "Attention sinks plus a recent window (Xiao et al. 2024): the first `n_sink` tokens and the newest ones."
     n_sink:int=4
-    def score(self, layer, attn, hidden): return layer.positions.float()
+    def score(self, view, attn): return view.positions.float()
 
+@register_policy("h2o")
 @dataclass
 class H2O(KVPolicy):
     "Heavy hitters (Zhang et al. 2023): accumulated attention, `s ← s + row`."
     needs_attn:ClassVar[bool]=True
-    def score(self, layer, attn, hidden):
-        acc = layer.extend_state("acc")
-        for j in range(attn.shape[2]): acc = acc + attn[:, :, j]
-        layer.state["acc"] = acc
-        return acc
+    stateful:ClassVar[bool]=True
+    state_names:ClassVar[tuple]=("acc",)
+    def observe(self, layer, attn, hidden):
+        acc = layer.token_state("acc")
+        for j in range(attn.shape[-2]): acc.add_(attn[..., j, :])
+    def score(self, view, attn): return view.token_state("acc")
 
+@register_policy("a2sf")
 @dataclass
 class A2SF(KVPolicy):
     "Accumulative attention with a forgetting factor (Jo & Shin 2024): `s ← α·s + row`."
     alpha:float=0.95 # forgetting factor in (0, 1]; 1 is H2O
     needs_attn:ClassVar[bool]=True
+    stateful:ClassVar[bool]=True
+    state_names:ClassVar[tuple]=("acc",)
     def __post_init__(self):
         super().__post_init__()
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1] (1 = H2O), got {self.alpha!r}")
-    def score(self, layer, attn, hidden):
-        acc = layer.extend_state("acc")
-        for j in range(attn.shape[2]): acc = self.alpha*acc + attn[:, :, j]
-        layer.state["acc"] = acc
-        return acc
+    def observe(self, layer, attn, hidden):
+        acc = layer.token_state("acc")
+        for j in range(attn.shape[-2]): acc.mul_(self.alpha).add_(attn[..., j, :])
+    def score(self, view, attn): return view.token_state("acc")
 
+@register_policy("tova")
 @dataclass
 class TOVA(KVPolicy):
     "Token omission via attention (Oren et al. 2024): only the current query's attention counts."
     shared:bool=True # one choice per layer from the attention averaged over all heads, as TOVA's code and kvpress do; False: per KV head
     needs_attn:ClassVar[bool]=True
     last_query_only:ClassVar[bool]=True # the cache computes only the last query's attention row (cheaper prefill)
-    stateful:ClassVar[bool]=False # scores depend on the current step only: nothing to compute until the cache is full
-    def score(self, layer, attn, hidden):
-        s = attn[:, :, -1]
-        return s.mean(1, keepdim=True).expand_as(s) if self.shared else s
+    def score(self, view, attn):
+        s = attn[..., -1, :]
+        return s.mean(-2, keepdim=True).expand_as(s) if self.shared else s
 
+@register_policy("knorm")
 @dataclass
 class Knorm(KVPolicy):
     "Keep the keys with the smallest L2 norm (Devoto et al. 2024; kvpress `KnormPress`)."
-    def score(self, layer, attn, hidden): return -layer.keys.float().norm(dim=-1)
+    def score(self, view, attn): return -upcast_half(view.keys).norm(dim=-1)
 
 # %% ../nbs/api/14_kvcache.ipynb #bb3bb95d
-class RetentionGates(nn.Module):
-    "TRIM-KV retention gates: per layer `β = σ(W₂·silu(W₁x + b₁) + b₂)`, one β per KV head."
-    def __init__(self, model, # the LM the gates belong to (its config gives sizes)
-                 hidden:int=32, # the gates' hidden width (512 in the paper's models)
-                 bias:float=10.0, # initial output bias: β = σ(10) ≈ 1, keep everything
-                 seed:int=0, # seeds the initial weights
-                ):
-        super().__init__()
-        cfg = model.config
-        g = torch.Generator().manual_seed(seed)
-        self.gates = nn.ModuleList()
-        for _ in range(cfg.num_hidden_layers):
-            l1, l2 = nn.Linear(cfg.hidden_size, hidden), nn.Linear(hidden, cfg.num_key_value_heads)
-            with torch.no_grad():
-                for l in (l1, l2):
-                    l.weight.copy_(torch.randn(l.weight.shape, generator=g)/math.sqrt(l.in_features)); l.bias.zero_()
-                l2.weight.mul_(0.1); l2.bias.fill_(bias)
-            self.gates.append(nn.Sequential(l1, nn.SiLU(), l2))
-    def forward(self, layer_idx:int, # which layer's gate
-                hidden:torch.Tensor, # (batch, tokens, d_model) input of that layer's attention
-               )->torch.Tensor: # log β, (batch, kv_heads, tokens)
-        g = self.gates[layer_idx]
-        return F.logsigmoid(g(hidden.to(g[0].weight.dtype))).transpose(1, 2)
-
-@dataclass
-class TrimKV(KVPolicy):
-    "TRIM-KV (Bui et al. 2025): learned retention β per token and KV head; evict the lowest `(t − i)·log β`."
-    gates:RetentionGates|None=None # trained `RetentionGates` (see `train_retention_gates`)
-    needs_hidden:ClassVar[bool]=True
-    def __post_init__(self):
-        super().__post_init__()
-        if not isinstance(self.gates, RetentionGates):
-            raise ValueError("gates must be a RetentionGates module (build one with RetentionGates(model))")
-    def score(self, layer, attn, hidden):
-        with torch.no_grad(): lb = self.gates(layer.idx, hidden).to(layer.keys.device)
-        old = layer.state.get("logbeta")
-        lb = lb if old is None else torch.cat([old, lb], -1)
-        layer.state["logbeta"] = lb
-        return (layer.seen - 1 - layer.positions).float()*lb
-
-# %% ../nbs/api/14_kvcache.ipynb #c5eec2a5
-POLICIES = {"full": Full, "random": Random, "streaming_llm": StreamingLLM, "h2o": H2O, "a2sf": A2SF,
-            "tova": TOVA, "knorm": Knorm, "trimkv": TrimKV}
-
 def make_policy(name:str, # a key of `POLICIES`
                 **kwargs, # the policy's fields (alpha, n_sink, n_recent, gates)
                )->KVPolicy:
     "Build a registered policy by name."
-    if name not in POLICIES: raise ValueError(f"policy must be one of {sorted(POLICIES)}, got {name!r}")
+    if name not in POLICIES:
+        hint = " (TRIM-KV registers itself: import unlearnkit.trimkv)" if name == "trimkv" else ""
+        raise ValueError(f"policy must be one of {sorted(POLICIES)}, got {name!r}{hint}")
     return POLICIES[name](**kwargs)
 
+def policy_set(names:list, # registered policy names; "a2sf" expands to one policy per alpha
+               budget:int, # the budget B the policies run at
+               alphas:list=(0.9,), # A2SF forgetting factors
+               recent_frac:float=0.5, # H2O and A2SF: share of B kept as a recent window
+               n_sink:int=4, # StreamingLLM's sink tokens (at most B)
+               options:dict|None=None, # name -> extra fields, e.g. {"trimkv": {"gates": g, "n_recent": 2}}
+              )->dict: # label -> policy
+    "The policies an experiment compares at one budget, built once with the suite's conventions."
+    r, out = int(round(budget*recent_frac)), {}
+    for name in names:
+        kw = dict((options or {}).get(name, {}))
+        if name in ("h2o", "a2sf"): kw.setdefault("n_recent", r)
+        if name == "streaming_llm": kw.setdefault("n_sink", min(n_sink, budget))
+        if name == "a2sf":
+            for a in alphas: out[f"a2sf_{a:g}"] = make_policy("a2sf", alpha=a, **kw)
+        else: out[name] = make_policy(name, **kw)
+    return out
+
 # %% ../nbs/api/14_kvcache.ipynb #42ee7a3a
-def _stored_view(buf):
+_KVP = ("k", "v", "p")   # the keys, values and positions every layer stores; any other buffer is a policy's per-token state
+
+def _stored_view(name):
     def set_(self, v):   # transformers' base classes reset keys/values to None; anything else would bypass the bookkeeping
-        if v is not None: raise AttributeError("a KVLayer's stored tokens change only through update, keep and drop_one")
-    return property(lambda self: None if getattr(self, buf) is None else getattr(self, buf)[:, :, :self.n], set_)
+        if v is not None: raise AttributeError("a KVLayer's stored tokens change only through update and eviction")
+    return property(lambda self: None if self.buf is None else self.buf[name][:, :, :self.n], set_)
+
+def _gather(t, idx):
+    "Gather slots `idx` `(..., h, k)` along the slot axis of `t` `(..., h, slots[, d])`."
+    if t.dim() == idx.dim(): return t.gather(-1, idx)
+    return t.gather(-2, idx.unsqueeze(-1).expand(*idx.shape, t.shape[-1]))
 
 class KVLayer(DynamicLayer):
     "One layer's cache: keys/values `(b, kv_heads, n, d)`, their absolute positions, and the policy's per-token state."
-    keys, values, positions = _stored_view("_k"), _stored_view("_v"), _stored_view("_p")
+    keys, values, positions = _stored_view("k"), _stored_view("v"), _stored_view("p")
     def __init__(self, cache, idx):
-        self._k = self._v = self._p = None   # buffers with room for the next step; the first `n` slots are stored
+        self.buf = None   # name -> (b, kv_heads, slots[, d]): views of the cache's arena, or this layer's own buffers
         super().__init__()
-        self.cache, self.idx, self.seen, self.n, self.state, self.token_bytes = cache, idx, 0, 0, {}, 0
-    def _realloc(self, cap:int, k, v, p):
-        "Fresh buffers of `cap` slots holding the tokens `k`, `v`, `p` in their first slots."
-        b, h, n = p.shape
-        self._k, self._v, self._p = k.new_empty(b, h, cap, k.shape[-1]), v.new_empty(b, h, cap, v.shape[-1]), p.new_empty(b, h, cap)
-        self._k[:, :, :n], self._v[:, :, :n], self._p[:, :, :n] = k, v, p
-        self._flat = (self._k.view(-1, k.shape[-1]), self._v.view(-1, v.shape[-1]), self._p.view(-1),
-                      torch.arange(b*h, device=p.device)*cap)   # row of slot 0 of each (sequence, head)
-        self._bh = torch.arange(b, device=p.device)[:, None], torch.arange(h, device=p.device)[None, :]
-        self.n = n
+        self.cache, self.idx, self.seen, self.n, self.token_bytes, self.own = cache, idx, 0, 0, 0, False
+    @property
+    def slots(self)->int: return 0 if self.buf is None else self.buf["p"].shape[2]
+    @property
+    def generator(self): return self.cache.generator
+    @property
+    def state(self)->dict:
+        "The policy's per-token state of the stored tokens, name -> `(b, kv_heads, n)`."
+        return {} if self.buf is None else {k: t[:, :, :self.n] for k, t in self.buf.items() if k not in _KVP}
+    def token_state(self, name:str)->torch.Tensor:
+        "The per-token state `name` of the stored tokens, `(b, kv_heads, n)`: a view, updated in place."
+        return self.buf[name][:, :, :self.n]
+    def _move(self, bufs:dict, own:bool):
+        "Back the layer with `bufs`, copying the stored tokens."
+        if self.buf is not None and self.n:
+            for name, t in self.buf.items(): bufs[name][:, :, :self.n] = t[:, :, :self.n]
+        self.buf, self.own = bufs, own
     def update(self, key_states, value_states, *args, **kwargs):
         b, h, q, _ = key_states.shape
         if not self.is_initialized:
             self.is_initialized, self.device = True, key_states.device
             self.token_bytes = b*h*(key_states.shape[-1]*key_states.element_size() + value_states.shape[-1]*value_states.element_size())
-            self._realloc(self.cache.capacity(q, 0), key_states[:, :, :0], value_states[:, :, :0],
-                          torch.empty(b, h, 0, dtype=torch.long, device=key_states.device))
+            self.cache._init_arena(key_states, value_states)
         n = self.n
-        if n + q > self._k.shape[2]: self._realloc(self.cache.capacity(n + q, self._k.shape[2]), self.keys, self.values, self.positions)
-        self._k[:, :, n:n+q], self._v[:, :, n:n+q] = key_states, value_states
-        if q == 1: self._p[:, :, n] = self.seen
-        else: self._p[:, :, n:n+q] = torch.arange(self.seen, self.seen + q, device=self._p.device)
+        if n + q > self.slots: self._move(*self.cache._buffers_for(self, n + q, key_states, value_states))
+        bk, bv, bp = self.buf["k"], self.buf["v"], self.buf["p"]
+        bk[:, :, n:n+q], bv[:, :, n:n+q] = key_states, value_states
+        if q == 1: bp[:, :, n] = self.seen
+        else: bp[:, :, n:n+q] = torch.arange(self.seen, self.seen + q, device=bp.device)
         self.n, self.seen = n + q, self.seen + q
         self.cache.held += q*self.token_bytes
-        return self._k[:, :, :n+q], self._v[:, :, :n+q]
+        return bk[:, :, :n+q], bv[:, :, :n+q]
+    def keep(self, idx:torch.Tensor):
+        "Keep the token slots `idx` `(b, kv_heads, m)` of every per-token tensor, in that order (layer by layer)."
+        m = idx.shape[-1]
+        kept = {name: _gather(t[:, :, :self.n], idx) for name, t in self.buf.items()}
+        self.cache.held -= (self.n - m)*self.token_bytes
+        if self.own and self.cache.arena is not None and m <= self.cache.arena_slots:   # back into the arena
+            self.buf, self.own = self.cache._arena_views(self.idx), False
+        for name, t in kept.items():
+            self.buf[name][:, :, :m] = t
+            if name not in _KVP: self.buf[name][:, :, m:] = 0   # a new token's state starts at 0
+        self.n = m
     def stored(self)->int: return self.n
     def get_seq_length(self)->int: return self.seen   # positions continue: no re-rotation
     def get_mask_sizes(self, query_length:int)->tuple[int, int]: return self.n + query_length, self.seen - self.n
-    def extend_state(self, name:str, fill:float=0.)->torch.Tensor:
-        "The per-token state `name`, padded with `fill` for the tokens added in this step."
-        old = self.state.get(name)
-        if old is None: return torch.full((*self._p.shape[:2], self.n), fill, dtype=torch.float32, device=self._p.device)
-        return F.pad(old, (0, self.n - old.shape[-1]), value=fill)
-    def keep(self, idx:torch.Tensor):
-        "Keep the token slots `idx` `(b, kv_heads, k)` of every per-token tensor, in that order."
-        gk = idx.unsqueeze(-1).expand(-1, -1, -1, self._k.shape[-1])
-        gv = gk if self._v.shape[-1] == self._k.shape[-1] else idx.unsqueeze(-1).expand(-1, -1, -1, self._v.shape[-1])
-        k, v, p = self.keys.gather(2, gk), self.values.gather(2, gv), self.positions.gather(2, idx)
-        self.state = {name: s.gather(2, idx) for name, s in self.state.items()}
-        m = idx.shape[-1]
-        self.cache.held -= (self.n - m)*self.token_bytes
-        cap = self.cache.capacity(m, 0)   # after a long prefill, shrink back to budget + buffer + 1 slots
-        if cap != self._k.shape[2]: self._realloc(cap, k, v, p)
-        else: self._k[:, :, :m], self._v[:, :, :m], self._p[:, :, :m], self.n = k, v, p, m
-    def drop_one(self, slot:torch.Tensor):
-        "Evict one token per row, slot `slot` `(b, kv_heads)`, in O(1): the last slot (the newest token) moves into it, so slots leave position order."
-        kf, vf, pf, base = self._flat
-        last = self.n - 1
-        rows, src = base + slot.reshape(-1), base + last
-        for f in (kf, vf, pf): f.index_copy_(0, rows, f.index_select(0, src))
-        if self.state:
-            bi, hi = self._bh
-            for name, s in self.state.items():
-                s[bi, hi, slot] = s[:, :, last].clone(); self.state[name] = s[:, :, :last]
-        self.n = last
-        self.cache.held -= self.token_bytes
     def reset(self):
-        self._k = self._v = self._p = None
-        self.is_initialized, self.seen, self.n, self.state = False, 0, 0, {}
+        self.buf, self.own = None, False
+        self.is_initialized, self.seen, self.n = False, 0, 0
     def crop(self, tokens_to_remove): raise NotImplementedError("an evicting cache cannot be cropped")
     def reorder_cache(self, beam_idx): raise NotImplementedError("an evicting cache does not support beam search")
     def batch_repeat_interleave(self, repeats): raise NotImplementedError("an evicting cache does not support expanding the batch (num_return_sequences, beams)")
     def batch_select_indices(self, indices): raise NotImplementedError("an evicting cache does not support selecting batch rows")
     def nbytes(self)->int: return self.n*self.token_bytes
+
+class _Layers:
+    "Every layer of an arena stacked: the attributes a policy's `score` reads, with a leading layer axis."
+    def __init__(self, cache, n):
+        self.arena, self.n, self.seen, self.generator = cache.arena, n, cache.layers[0].seen, cache.generator
+    @property
+    def keys(self): return self.arena["k"][:, :, :, :self.n]
+    @property
+    def values(self): return self.arena["v"][:, :, :, :self.n]
+    @property
+    def positions(self): return self.arena["p"][:, :, :, :self.n]
+    def token_state(self, name): return self.arena[name][:, :, :, :self.n]
 
 # %% ../nbs/api/14_kvcache.ipynb #83f447d6
 class EvictingCache(DynamicCache):
@@ -265,47 +273,102 @@ class EvictingCache(DynamicCache):
                 raise ValueError(f"budget must be a positive integer, got {budget!r}")
             if budget < policy.n_sink + policy.n_recent:
                 raise ValueError(f"budget ({budget}) must be >= n_sink + n_recent ({policy.n_sink} + {policy.n_recent})")
-        if not isinstance(buffer, int) or buffer < 0: raise ValueError(f"buffer must be an integer >= 0, got {buffer!r}")
+        if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 0: raise ValueError(f"buffer must be an integer >= 0, got {buffer!r}")
         Cache.__init__(self, layers=[KVLayer(self, i) for i in range(model.config.num_hidden_layers)])
         self.policy, self.budget, self.buffer, self.record = policy, budget, buffer, record
-        self.in_place = True   # evict a single token in O(1) (see `KVLayer.drop_one`); False: always top-k + gather
+        self.in_place = True   # evict a single token per layer and head in O(1) (the newest token takes its slot); False: always top-k + gather
         self.generator = torch.Generator().manual_seed(seed)
+        self.arena, self._step_attn = None, [None]*len(self.layers)
         self.held, self.held_bytes, self.peak_bytes, self.kept = 0, [], 0, []
 
-    def capacity(self, need:int, # tokens the layer must hold now
-                 cur:int, # slots it has
-                )->int: # slots to allocate
-        "Buffer slots per layer: `budget + buffer + 1` for an evicting policy (one step's new token fits without a copy), doubling for `Full`."
-        return max(need, self.budget + self.buffer + 1) if self.policy.evicts else max(need, 2*cur, 16)
+    @property
+    def arena_slots(self)->int:
+        "Slots per layer and KV head of the shared arena: `budget + buffer + 1`, so a decoding step's token fits without a copy."
+        return self.budget + self.buffer + 1
+
+    def _init_arena(self, k, v):
+        "Allocate the arena of an evicting policy at the first update (shapes and dtypes from the first keys and values)."
+        if self.arena is not None or not self.policy.evicts: return
+        b, h, _, dk = k.shape
+        L, S = len(self.layers), self.arena_slots
+        self.arena = dict(k=k.new_empty(L, b, h, S, dk), v=v.new_empty(L, b, h, S, v.shape[-1]),
+                          p=torch.zeros(L, b, h, S, dtype=torch.long, device=k.device),
+                          **{s: torch.zeros(L, b, h, S, dtype=torch.float32, device=k.device) for s in self.policy.state_names})
+        flat = {name: t.view(L*b*h*S, -1) for name, t in self.arena.items()}
+        self._flat = flat, torch.arange(L*b*h, device=k.device)*S   # row of slot 0 of each (layer, sequence, head)
+
+    def _arena_views(self, idx:int)->dict: return {name: t[idx] for name, t in self.arena.items()}
+
+    def _buffers_for(self, layer:KVLayer, need:int, k, v)->tuple[dict, bool]:
+        "Buffers for `layer` to hold `need` tokens: its arena slice if they fit, else its own (a long prefill; `Full`, doubling)."
+        if self.arena is not None and need <= self.arena_slots: return self._arena_views(layer.idx), False
+        cap = max(need, self.arena_slots) if self.policy.evicts else max(need, 2*layer.slots, 16)
+        b, h = k.shape[:2]
+        names = self.policy.state_names if self.policy.evicts else ()
+        return dict(k=k.new_empty(b, h, cap, k.shape[-1]), v=v.new_empty(b, h, cap, v.shape[-1]),
+                    p=torch.zeros(b, h, cap, dtype=torch.long, device=k.device),
+                    **{s: torch.zeros(b, h, cap, dtype=torch.float32, device=k.device) for s in names}), True
 
     def wants_attn(self, layer)->bool:
         "Whether `layer` must be scored with the current attention in this step."
         p = self.policy
         return p.evicts and p.needs_attn and (p.stateful or layer.n > self.budget + self.buffer)
 
+    def _protect(self, s, positions, seen):
+        "Scores with the sinks and the recent window set to +inf, so they are always kept."
+        p = self.policy
+        s = upcast_half(s)
+        if p.n_sink: s = s.masked_fill(positions < p.n_sink, float("inf"))
+        if p.n_recent: s = s.masked_fill(positions >= seen - p.n_recent, float("inf"))
+        return s
+
     def after_attention(self, module, query, key, attn_weights=None, probs=None):
-        "Score and evict in one layer, right after its attention used the current tokens (`probs`: its attention, if already computed)."
+        "Hand one layer's attention to the policy right after the layer used it (`probs`: that attention, if already computed); evict."
         layer, p = self.layers[module.layer_idx], self.policy
-        self.peak_bytes = max(self.peak_bytes, self.held)
-        over = p.evicts and layer.n > self.budget + self.buffer
-        if over or (p.evicts and p.stateful and (p.needs_attn or p.needs_hidden)):   # stateful policies see every step
-            if p.needs_attn and probs is None:
+        if p.evicts:
+            over = layer.n > self.budget + self.buffer
+            if p.needs_attn and (p.stateful or over) and probs is None:
                 if p.last_query_only: query, attn_weights = query[:, :, -1:], None if attn_weights is None else attn_weights[:, :, -1:]
                 probs = attention_probs(module, query, key, attn_weights)
-            s = p.score(layer, probs, getattr(module, "_kv_hidden", None))
-            if over:
-                s = s.float()
-                if p.n_sink: s = s.masked_fill(layer.positions < p.n_sink, float("inf"))
-                if p.n_recent: s = s.masked_fill(layer.positions >= layer.seen - p.n_recent, float("inf"))
-                if layer.n - self.budget == 1 and self.in_place: layer.drop_one(s.argmin(-1))
-                else: layer.keep(s.topk(self.budget, dim=-1).indices.sort(-1).values)
+            if p.stateful: p.observe(layer, probs, getattr(module, "_kv_hidden", None))
+            if layer.own:   # this step did not fit in the arena: evict this layer now
+                self.peak_bytes = max(self.peak_bytes, self.held)
+                if over: layer.keep(self._protect(p.score(layer, probs), layer.positions, layer.seen).topk(self.budget, dim=-1).indices.sort(-1).values)
+            elif over and p.needs_attn and not p.stateful: self._step_attn[layer.idx] = probs
+        else: self.peak_bytes = max(self.peak_bytes, self.held)
         if module.layer_idx == len(self.layers) - 1:
+            if p.evicts and not layer.own: self._evict_all()
             self.held_bytes.append(self.held)
             if self.record: self.kept.append((self.layers[0].seen, [l.positions[0].clone() for l in self.layers]))
+
+    def _evict_all(self):
+        "End of a step that fit in the arena: evict for every layer at once."
+        self.peak_bytes = max(self.peak_bytes, self.held)
+        n, B, L = self.layers[0].n, self.budget, len(self.layers)
+        if n <= B + self.buffer: return
+        view = _Layers(self, n)
+        attn = torch.stack(self._step_attn) if self._step_attn[0] is not None else None
+        self._step_attn = [None]*L
+        s = self._protect(self.policy.score(view, attn), view.positions, view.seen)
+        if n - B == 1 and self.in_place:   # one token per layer and head: the newest takes its slot
+            flat, base = self._flat
+            src = base + (n - 1)
+            rows = base + s.argmin(-1).reshape(-1)
+            for name, f in flat.items():
+                f.index_copy_(0, rows, f.index_select(0, src))
+                if name not in _KVP: f.index_fill_(0, src, 0)   # the freed slot's state back to 0
+        else:
+            idx = s.topk(B, dim=-1).indices.sort(-1).values
+            for name, t in self.arena.items():
+                t[:, :, :, :B] = _gather(t[:, :, :, :n], idx)
+                if name not in _KVP: t[:, :, :, B:] = 0
+        for l in self.layers: l.n = B
+        self.held -= L*(n - B)*self.layers[0].token_bytes
 
     def reset(self):
         "Empty every layer and the memory records (the policy's state goes with the layers)."
         super().reset()
+        self.arena, self._step_attn = None, [None]*len(self.layers)
         self.held, self.held_bytes, self.peak_bytes, self.kept = 0, [], 0, []
 
     def stored(self)->list[int]:
@@ -322,8 +385,8 @@ def attention_probs(module, # the attention module (gives `scaling`)
     b, hq, q, d = query.shape
     hk, n = key.shape[1], key.shape[2]
     if attn_weights is not None and attn_weights.shape[-1] == n:
-        return attn_weights.float().view(b, hk, hq//hk, q, n).mean(2)
-    logits = torch.matmul(query.float().reshape(b, hk, hq//hk*q, d), key.float().transpose(-1, -2)).view(b, hk, hq//hk, q, n)*module.scaling
+        return upcast_half(attn_weights).view(b, hk, hq//hk, q, n).mean(2)
+    logits = torch.matmul(upcast_half(query).reshape(b, hk, hq//hk*q, d), upcast_half(key).transpose(-1, -2)).view(b, hk, hq//hk, q, n)*module.scaling
     if q > 1:
         causal = torch.arange(n, device=key.device)[None, :] <= torch.arange(n - q, n, device=key.device)[:, None]
         logits = logits.masked_fill(~causal, float("-inf"))
@@ -337,7 +400,7 @@ def decode_attention(module, # the attention module (gives `scaling`)
     b, hq, _, d = query.shape
     hk = key.shape[1]
     w = torch.matmul(query.reshape(b, hk, hq//hk, d), key.transpose(-1, -2))*module.scaling
-    p = w.softmax(-1, dtype=torch.float32)
+    p = upcast_half(w).softmax(-1)
     return torch.matmul(p.to(value.dtype), value).reshape(b, 1, hq, value.shape[-1]), p.mean(2, keepdim=True)
 
 def _eager_for(module): return getattr(sys.modules[type(module).__module__], "eager_attention_forward")
@@ -345,8 +408,8 @@ def _eager_for(module): return getattr(sys.modules[type(module).__module__], "ea
 def _wrapped_attention(base):
     fns = {}
     def attention(module, query, key, value, attention_mask, **kwargs):
-        lb = getattr(module, "_kv_train_logbeta", None)
-        if lb is not None: return decayed_attention(module, query, key, value, lb)
+        override = getattr(module, "_kv_attention", None)   # e.g. TRIM-KV's decayed attention while its gates train
+        if override is not None: return override(module, query, key, value, attention_mask)
         cache = getattr(module, "_kv_cache", None)
         if (cache is not None and base == "sdpa" and query.shape[2] == 1 and not module.training and cache.wants_attn(cache.layers[module.layer_idx])
                 and (attention_mask is None or (attention_mask.dtype == torch.bool and bool(attention_mask.all())))):
@@ -391,6 +454,11 @@ def evicting(model, # a supported causal LM
                 if hasattr(m, a): delattr(m, a)
 
 # %% ../nbs/api/14_kvcache.ipynb #02f6beb9
+def _check_ids(input_ids):
+    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or 0 in input_ids.shape:
+        got = f"shape {tuple(input_ids.shape)}" if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise ValueError(f"input_ids must be a (batch, T) tensor with at least one sequence and one token, got {got}")
+
 def forward_with_policy(model, # a supported causal LM
                         input_ids:torch.Tensor, # (batch, T) token ids, equal lengths
                         policy:KVPolicy, # which tokens to keep
@@ -402,13 +470,13 @@ def forward_with_policy(model, # a supported causal LM
                         progress:bool=False, # show a progress bar over chunks
                        )->tuple[torch.Tensor, EvictingCache]: # logits (batch, T, vocab) and the cache
     "Teacher-forced forward pass of a long sequence under a bounded KV cache."
-    if not isinstance(chunk, int) or chunk < 1: raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
-    if input_ids.ndim != 2: raise ValueError(f"input_ids must be (batch, T), got shape {tuple(input_ids.shape)}")
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1: raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
+    _check_ids(input_ids)
     cache = EvictingCache(model, policy, budget, buffer=buffer, seed=seed, record=record)
     out = []
     with torch.no_grad(), evicting(model, cache):
         for s in tqdm(range(0, input_ids.shape[1], chunk), disable=not progress, leave=False, desc=type(policy).__name__):
-            out.append(model(input_ids=input_ids[:, s:s+chunk].to(model.device), cache=cache, use_cache=True).logits.float())
+            out.append(upcast_half(model(input_ids=input_ids[:, s:s+chunk].to(model.device), cache=cache, use_cache=True).logits))
     return torch.cat(out, 1), cache
 
 def generate_with_policy(model, # a supported causal LM
@@ -424,6 +492,7 @@ def generate_with_policy(model, # a supported causal LM
                         )->tuple[torch.Tensor, EvictingCache]: # generated ids (batch, max_new_tokens or fewer), the cache
     "Greedy generation under a bounded KV cache that evicts during the prefill and every decoding step."
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1: raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
+    _check_ids(input_ids)
     cache = EvictingCache(model, policy, budget, buffer=buffer, seed=seed, record=record)
     ids = input_ids.to(model.device)
     with torch.no_grad(), evicting(model, cache):
@@ -452,164 +521,6 @@ def memory_stats(cache:EvictingCache, # a cache after a run
     h = cache.held_bytes or [0]
     return dict(held_peak=int(max(h)), held_mean=float(np.mean(h)), peak_in_step=int(cache.peak_bytes))
 
-# %% ../nbs/api/14_kvcache.ipynb #ef47a400
-def decayed_attention(module, # the attention module (gives `scaling`)
-                      query, key, value, # (b, q_heads, T, d), (b, kv_heads, T, d) x2: a full sequence, no cache
-                      logbeta:torch.Tensor, # (b, kv_heads, T) log β per key
-                     )->tuple[torch.Tensor, None]: # attention output (b, T, q_heads, d), no weights
-    "Causal attention with TRIM-KV's retention decay: logits + (t − i)·log β_i."
-    b, hq, T, d = query.shape
-    hk = key.shape[1]
-    logits = torch.einsum("bhgqd,bhnd->bhgqn", query.view(b, hk, hq//hk, T, d), key)*module.scaling
-    t = torch.arange(T, device=query.device)
-    dist = (t[:, None] - t[None, :]).clamp(min=0).to(logits.dtype)
-    logits = logits + (dist[None, None]*logbeta[:, :, None, :])[:, :, None]
-    w = logits.masked_fill(t[None, :] > t[:, None], float("-inf")).softmax(-1)
-    return torch.einsum("bhgqn,bhnd->bhgqd", w, value).reshape(b, hq, T, d).transpose(1, 2), None
-
-def capacity_loss(logbeta:torch.Tensor, # (b, kv_heads, T) log β of one layer
-                  budget:int, # the memory budget M
-                 )->torch.Tensor: # scalar
-    "Hinge on the expected number of retained tokens: mean_t max(0, Σ_{i≤t} β_i^(t−i) − M) / M."
-    T = logbeta.shape[-1]
-    t = torch.arange(T, device=logbeta.device)
-    dist = (t[:, None] - t[None, :]).to(logbeta.dtype)
-    alive = torch.exp(dist.clamp(min=0)[None, None]*logbeta[:, :, None, :]).masked_fill(dist < 0, 0.).sum(-1)
-    return F.relu(alive - budget).mean()/budget
-
-@contextlib.contextmanager
-def retention_training(model, # a supported causal LM
-                       gates:RetentionGates, # the gates to train
-                      ):
-    "Inside this block, a forward pass uses the gates' decayed attention; yields the list of per-layer log β."
-    logs = []
-    def hook(module, args, kwargs):
-        lb = gates(module.layer_idx, kwargs.get("hidden_states", args[0] if args else None))
-        module._kv_train_logbeta = lb; logs.append(lb)
-    with evicting(model, None):
-        hs = [l.self_attn.register_forward_pre_hook(hook, with_kwargs=True) for l in model.model.layers]
-        try: yield logs
-        finally:
-            for h in hs: h.remove()
-            for l in model.model.layers:
-                if hasattr(l.self_attn, "_kv_train_logbeta"): del l.self_attn._kv_train_logbeta
-
-# %% ../nbs/api/14_kvcache.ipynb #79c42e4d
-def retention_loss(model, # the frozen LM
-                   gates:RetentionGates, # the gates being trained
-                   batch:dict, # a collated batch with `input_ids`
-                   budget:int, # memory budget M of the capacity term
-                   lam:float=1.0, # weight of the capacity term
-                  )->torch.Tensor: # scalar
-    "KL(full-cache model ‖ gated model) over all next-token distributions + λ·capacity."
-    ids = batch["input_ids"]
-    with torch.no_grad(): teacher = F.log_softmax(model(input_ids=ids).logits.float(), -1)
-    with retention_training(model, gates) as logs:
-        student = F.log_softmax(model(input_ids=ids).logits.float(), -1)
-    kl = F.kl_div(student, teacher, log_target=True, reduction="none").sum(-1).mean()
-    cap = torch.stack([capacity_loss(lb, budget) for lb in logs]).mean()
-    return kl + lam*cap
-
-def train_retention_gates(model, # a supported causal LM (frozen during training)
-                          gates:RetentionGates, # the gates to train (in place)
-                          input_ids:torch.Tensor, # (N, T) training sequences, equal lengths
-                          budget:int, # memory budget M of the capacity term
-                          lam:float=1.0, # weight of the capacity term
-                          steps:int=200, # optimizer steps
-                          lr:float=1e-2, # learning rate
-                          batch_size:int=16, # sequences per step
-                          seed:int=0, # seeds batching
-                          progress:bool=True, # show a progress bar
-                         ): # `TrainResult` of the foundation loop
-    "Train TRIM-KV retention gates by distillation from the frozen full-cache model plus a capacity penalty."
-    from unlearnkit.train import train
-    check_model(model)
-    if not isinstance(budget, int) or budget < 1: raise ValueError(f"budget must be a positive integer, got {budget!r}")
-    if lam < 0: raise ValueError(f"lam must be >= 0, got {lam!r}")
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters(): p.requires_grad_(False)
-    exs = [dict(input_ids=r.tolist()) for r in input_ids]
-    try:
-        return train(model, exs, lambda m, b: retention_loss(m, gates, b, budget, lam), params=list(gates.parameters()),
-                     lr=lr, max_steps=steps, batch_size=batch_size, seed=seed, progress=progress, desc="TRIM-KV gates")
-    finally:
-        for p, f in zip(model.parameters(), flags): p.requires_grad_(f)
-        model.eval()
-
-# %% ../nbs/api/14_kvcache.ipynb #1514b428
-def recall_vocab(n_keys:int=24, # distinct keys
-                 n_values:int=24, # distinct values
-                 n_filler:int=16, # distinct filler tokens
-                )->list[str]: # the words of the task's closed vocabulary
-    "Vocabulary of the associative-recall task: k0.., v0.., f0.. and the query marker '?'."
-    return [f"k{i}" for i in range(n_keys)] + [f"v{i}" for i in range(n_values)] + [f"f{i}" for i in range(n_filler)] + ["?"]
-
-def recall_batch(tok, # a `word_tokenizer(recall_vocab(...))`
-                 n:int, # sequences
-                 n_pairs:int=12, # key-value pairs in each context
-                 ctx_len:int=128, # context tokens (pairs + filler)
-                 n_queries:int=8, # queried pairs (distinct) after the context
-                 seed:int=0, # seeds the draw
-                )->tuple[torch.Tensor, torch.Tensor, np.ndarray]: # ids (n, T), labels (n, T) (-100 off answers), depth (n, n_queries) of each queried pair in [0, 1)
-    "Equal-length associative-recall sequences: BOS, context, then `? key value` per query."
-    if 2*n_pairs > ctx_len: raise ValueError(f"ctx_len ({ctx_len}) must be >= 2 * n_pairs ({n_pairs})")
-    vocab = tok.get_vocab()
-    # sorted: a tokenizer's vocabulary dict comes in an order that changes from process to process
-    K, V, Fi = (sorted(vocab[w] for w in vocab if w[0] == c and w[1:].isdigit()) for c in "kvf")
-    if n_pairs > len(K) or n_queries > n_pairs: raise ValueError(f"need n_queries <= n_pairs <= keys ({n_queries}, {n_pairs}, {len(K)})")
-    rng, q_id = np.random.default_rng(seed), vocab["?"]
-    rows, labels, depth = [], [], []
-    for _ in range(n):
-        keys, vals = rng.choice(K, n_pairs, replace=False), rng.choice(V, n_pairs)
-        n_fill = ctx_len - 2*n_pairs
-        slots = set(rng.choice(n_fill + n_pairs, n_pairs, replace=False).tolist())
-        ctx, pos = [], []
-        for s in range(n_fill + n_pairs):
-            if s in slots: pos.append(len(ctx)); ctx += [keys[len(pos)-1], vals[len(pos)-1]]
-            else: ctx.append(rng.choice(Fi))
-        ids, lab = [tok.bos_token_id] + ctx, [-100]*(len(ctx) + 1)
-        qs = rng.choice(n_pairs, n_queries, replace=False)
-        for q in qs: ids += [q_id, keys[q], vals[q]]; lab += [-100, -100, vals[q]]
-        rows.append(ids); labels.append(lab); depth.append([pos[q]/ctx_len for q in qs])
-    return torch.tensor(rows), torch.tensor(labels), np.array(depth)
-
-# %% ../nbs/api/14_kvcache.ipynb #2dec0039
-def answer_accuracy(model, # a supported causal LM
-                    input_ids:torch.Tensor, # (n, T) sequences
-                    labels:torch.Tensor, # (n, T) answer tokens, -100 elsewhere
-                    policy:KVPolicy, # which tokens to keep
-                    budget:int|None, # tokens kept per layer and KV head
-                    chunk:int=1, # tokens per forward step
-                    batch_size:int=64, # sequences per forward
-                    seed:int=0, # seeds `Random`
-                   )->np.ndarray: # (n, answers per sequence) bool: top-1 prediction correct
-    "Top-1 correctness of every answer token under a bounded cache (teacher forcing)."
-    out = []
-    for s in range(0, len(input_ids), batch_size):
-        x, y = input_ids[s:s+batch_size], labels[s:s+batch_size]
-        lg, _ = forward_with_policy(model, x, policy, budget, chunk=chunk, seed=seed)
-        pred, tgt = lg[:, :-1].argmax(-1).cpu(), y[:, 1:]
-        m = tgt != -100
-        out.append((pred == tgt)[m].view(len(x), -1).numpy())
-    return np.concatenate(out)
-
-def agreement(model, # a supported causal LM
-              input_ids:torch.Tensor, # (n, T) text
-              policy:KVPolicy, # which tokens to keep
-              budget:int|None, # tokens kept per layer and KV head
-              ref_logits:torch.Tensor|None=None, # (n, T, V) full-cache logits (computed if None)
-              chunk:int=16, # tokens per forward step
-              start:int=0, # score only positions >= start (e.g. beyond the budget)
-              seed:int=0, # seeds `Random`
-             )->dict: # nll (mean next-token NLL), top1 (agreement with the full cache), held_bytes
-    "Next-token NLL and top-1 agreement with the full cache on text, under a bounded cache."
-    if ref_logits is None: ref_logits, _ = forward_with_policy(model, input_ids, Full(), None, chunk=chunk)
-    lg, c = forward_with_policy(model, input_ids, policy, budget, chunk=chunk, seed=seed)
-    lg, ref, tgt = lg[:, start:-1], ref_logits[:, start:-1], input_ids[:, start+1:].to(lg.device)
-    nll = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), tgt.reshape(-1)).item()
-    top1 = (lg.argmax(-1) == ref.argmax(-1)).float().mean().item()
-    return dict(nll=nll, top1=top1, held_bytes=memory_stats(c)["held_peak"])
-
 # %% ../nbs/api/14_kvcache.ipynb #c5e9ae5c
 def kept_map(cache:EvictingCache, # a cache built with `record=True`
              layer:int=0, # which layer
@@ -622,34 +533,3 @@ def kept_map(cache:EvictingCache, # a cache built with `record=True`
     for r, (seen, pos) in enumerate(cache.kept):
         m[r, :seen] = 0; m[r, pos[layer][head].cpu().numpy()] = 1
     return m
-
-# %% ../nbs/api/14_kvcache.ipynb #cd818117
-def _need(ok, msg):
-    if not ok: raise ValueError(msg)
-
-def check_kvcache_params(p:dict, # the reproduction's parameters
-                        )->dict: # the same dict
-    "Validate the `kvcache` reproduction's parameters; raise ValueError naming the parameter and the allowed values."
-    pos = ["n_pairs", "ctx_len", "n_queries", "n_keys", "d_model", "n_layer", "n_head", "n_kv_head", "n_train",
-           "train_steps", "batch_size", "n_eval", "gate_hidden", "gate_steps", "lm_tokens", "lm_passages", "lm_chunk"]
-    for k in pos: _need(isinstance(p[k], int) and not isinstance(p[k], bool) and p[k] > 0, f"{k} must be a positive integer, got {p[k]!r}")
-    _need(2*p["n_pairs"] <= p["ctx_len"], f"ctx_len must be >= 2 * n_pairs ({2*p['n_pairs']}), got {p['ctx_len']}")
-    _need(p["n_queries"] <= p["n_pairs"] <= p["n_keys"], f"need n_queries <= n_pairs <= n_keys, got {p['n_queries']}, {p['n_pairs']}, {p['n_keys']}")
-    _need(p["d_model"] % p["n_head"] == 0 and p["n_head"] % p["n_kv_head"] == 0,
-          f"d_model must be divisible by n_head and n_head by n_kv_head, got {p['d_model']}, {p['n_head']}, {p['n_kv_head']}")
-    for k in ("budgets", "lm_budgets", "mem_lengths"):
-        v = p[k]
-        _need(isinstance(v, (list, tuple)) and v and all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in v),
-              f"{k} must be a non-empty list of positive integers, got {v!r}")
-    _need(all(b >= p["n_sink"] for b in p["budgets"] + p["lm_budgets"]), f"every budget must be >= n_sink ({p['n_sink']}), got {p['budgets']} / {p['lm_budgets']}")
-    _need(isinstance(p["n_sink"], int) and p["n_sink"] >= 0, f"n_sink must be an integer >= 0, got {p['n_sink']!r}")
-    _need(0 <= p["recent_frac"] <= 1, f"recent_frac must be in [0, 1], got {p['recent_frac']!r}")
-    for a in list(p["alphas"]) + [p["alpha_claim"]]:
-        _need(isinstance(a, (int, float)) and not isinstance(a, bool) and 0 < a <= 1, f"alphas and alpha_claim must be in (0, 1], got {a!r}")
-    _need(p["alpha_claim"] in p["alphas"], f"alpha_claim ({p['alpha_claim']}) must be one of alphas {p['alphas']}")
-    for k in ("train_lr", "gate_lr"): _need(p[k] > 0, f"{k} must be > 0, got {p[k]!r}")
-    _need(p["gate_lambda"] >= 0, f"gate_lambda must be >= 0, got {p['gate_lambda']!r}")
-    bad = [x for x in p["lm_policies"] if x not in ("streaming_llm", "h2o", "a2sf", "tova", "random", "knorm")]
-    _need(not bad, f"lm_policies must be among ['streaming_llm', 'h2o', 'a2sf', 'tova', 'random', 'knorm'], got {bad}")
-    _need(isinstance(p["lm"], str) and p["lm"], f"lm must be a model name, got {p['lm']!r}")
-    return p

@@ -10,13 +10,14 @@ import importlib.util, json, os, time, warnings
 from pathlib import Path
 
 import torch
+from huggingface_hub import HfApi
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel,
                           LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast)
-from .core import atomic_dir, cache_dir, default_dtype, get_device, seeded
+from .core import atomic_dir, cache_dir, default_dtype, get_device, seeded, standin
 
 # %% auto #0
-__all__ = ['SMOLLM2_GGUF', 'SMOLLM2_HUB', 'OFFLINE_MODELS', 'smollm2_gguf_path', 'word_tokenizer', 'byte_tokenizer', 'tiny_lm',
-           'load_lm', 'n_params']
+__all__ = ['SMOLLM2_GGUF', 'SMOLLM2_HUB', 'OFFLINE_MODELS', 'LORA_TARGETS', 'smollm2_gguf_path', 'word_tokenizer',
+           'byte_tokenizer', 'tiny_lm', 'load_lm', 'n_params', 'require_hub', 'add_lora']
 
 # %% ../nbs/api/01_models.ipynb #d5754add
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -156,8 +157,9 @@ def _load_lm(name_or_path, device, dtype, seed, **kwargs):
                         seed=seed, tokenizer=tok).to(dtype)
     elif isinstance(name_or_path, str) and (Path(name_or_path).exists() or "/" in name_or_path):
         kwargs.setdefault("trust_remote_code", False)
-        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=kwargs["trust_remote_code"])
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+        src = name_or_path if Path(name_or_path).exists() else (standin("models", name_or_path) or name_or_path)   # the hub id's stand-in, when they are on
+        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=kwargs["trust_remote_code"])
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, **kwargs)
     else:
         raise ValueError(f"unknown model {name_or_path!r}: use an offline name ({', '.join(OFFLINE_MODELS)}), "
                          "a hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct', or a local folder")
@@ -167,3 +169,39 @@ def _load_lm(name_or_path, device, dtype, seed, **kwargs):
 def n_params(model:torch.nn.Module, trainable:bool=False)->int:
     "Number of parameters (only the trainable ones if `trainable`)."
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
+
+# %% ../nbs/api/01_models.ipynb #14bf9f45
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
+
+def _hub_offline()->bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+def require_hub(model_id:str, # a hub id (an offline name or a local folder passes without a check)
+                timeout:float=10.0, # seconds to wait for the hub
+               ):
+    "Fail fast, with a clear message, when a hub model is needed and the hub cannot be reached or refuses it."
+    if Path(model_id).exists() or "/" not in model_id or _hub_offline(): return
+    try: HfApi().model_info(model_id, timeout=timeout)
+    except Exception as e:   # network errors, 401 (gated), 404 (no such model): one message that says what to do
+        raise RuntimeError(f"this run downloads {model_id!r} from the Hugging Face hub, which is unreachable or refused "
+                           f"({type(e).__name__}: {str(e)[:160]}). Run it on a machine with internet (and "
+                           "`huggingface-cli login` for gated models), or set HF_HUB_OFFLINE=1 if the model is already "
+                           "in your hub cache.") from None
+
+def add_lora(model, # a causal LM
+             r:int=32, # LoRA rank
+             alpha:int=32, # LoRA alpha
+             dropout:float=0.05, # LoRA dropout
+             targets=LORA_TARGETS, # module names to adapt; those the model lacks are skipped
+            ):
+    "Wrap a model with LoRA adapters (needs the optional `peft` package); only the adapters are trainable."
+    try: import peft
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("LoRA needs the optional package 'peft': `pip install peft` "
+                                  "(or `pip install 'unlearnkit[gpu]'`)") from None
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    present = [t for t in targets if t in names]
+    if not present: raise ValueError(f"none of the LoRA targets {tuple(targets)} is a module of this model")
+    cfg = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none", task_type="CAUSAL_LM",
+                          target_modules=present)
+    return peft.get_peft_model(model, cfg)

@@ -6,20 +6,32 @@ Docs: https://unlearnkit.github.io/unlearnkit/api/passn.html.md"""
 
 # %% ../nbs/api/13_passn.ipynb #280727af
 from __future__ import annotations
-import copy, inspect, math, random, re
+import copy, math, random, time
 from collections import defaultdict
 
 import numpy as np
+import pandas as pd
 import torch
+import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
-from .train import lm_examples, sequence_nll, train, at_steps
-from .evaluate import sequence_logprobs
+from .core import check_int, check_float, check_list, check_choice, check_str, need
+from .stats import paired_bootstrap
+from .claims import claim, tested_claim
+from .models import tiny_lm, word_tokenizer, load_lm, n_params
+from .data import load_hub_dataset
+from .train import (encode_example, use_bos, collate, pad_id, sequence_nll, train, at_epochs,
+                              steps_per_epoch, upcast_half)
+from .evaluate import cache_kw, get_cache, sequence_logprobs
 
 # %% auto #0
-__all__ = ['MATH_SUBJECTS', 'coverage', 'mean_coverage', 'pass_at_k', 'mean_pass_at_k', 'log1mexp', 'dco_objective', 'dco_weight',
-           'dco_loss', 'sample_answers', 'correct_counts', 'make_task', 'evaluate_passn', 'passn_metrics',
-           'objective_name', 'train_and_track', 'plot_passn_curves', 'plot_weight', 'plot_confidence', 'last_boxed',
-           'math_problem', 'math_task', 'check_params']
+__all__ = ['MATH_SUBJECTS', 'ITEM_COLUMNS', 'SOURCE', 'TABLE1_CE', 'PARAMS', 'coverage', 'mean_coverage', 'pass_at_k',
+           'mean_pass_at_k', 'log1mexp', 'dco_objective', 'dco_weight', 'dco_loss', 'passn_examples', 'split_example',
+           'answer_logprobs', 'sample_answers', 'correct_counts', 'make_task', 'last_boxed', 'math_problem',
+           'math_task', 'evaluate_passn', 'passn_metrics', 'objective_name', 'train_and_track', 'passn_data',
+           'passn_model', 'compare_objectives', 'passn_items', 'sampled_vs_analytic_gap', 'weight_summary',
+           'final_table', 'epoch_table', 'run_metrics', 'table1_change', 'passn_departs', 'passn_claims',
+           'plot_passn_curves', 'plot_weight', 'plot_confidence', 'plot_ce_by_epoch', 'plot_coverage_by_group',
+           'plot_final', 'plot_train_weights', 'plot_confidences', 'findings_markdown', 'check_params']
 
 # %% ../nbs/api/13_passn.ipynb #298724fe
 def _check_prob(p, name="p"):
@@ -140,15 +152,46 @@ def dco_loss(N:int, # the coverage budget N' (1 = cross-entropy on the whole ans
     return loss_fn
 
 # %% ../nbs/api/13_passn.ipynb #f6238b5a
-def _cache_kw(model)->str:
-    "The forward() keyword of the KV cache: `cache` in recent transformers, `past_key_values` before."
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+def passn_examples(tok, # the model's tokenizer
+                   problems:list, # dicts with prompt and answer
+                   add_eos:bool=False, # the answer ends with EOS (variable-length answers)
+                   add_bos:bool|None=None, # prepend BOS; default: the suite's rule (`train.use_bos`)
+                  )->list[dict]: # one `encode_example` dict per problem: input_ids, labels (-100 on the prompt)
+    "Each problem as the example that training, scoring and sampling all use."
+    if not problems: raise ValueError("problems is empty: there are no problems to encode")
+    out = [encode_example(tok, p["prompt"], p["answer"], add_bos=add_bos, add_eos=add_eos) for p in problems]
+    for p, e in zip(problems, out):
+        if e["labels"][0] != -100: raise ValueError(f"problem {p['prompt'][:40]!r}: the prompt has no tokens to condition on")
+        if all(l == -100 for l in e["labels"]): raise ValueError(f"problem {p['prompt'][:40]!r}: the answer has no tokens")
+    return out
 
-def _get_cache(out): return out.get("cache", None) if out.get("cache", None) is not None else out.get("past_key_values")
+def split_example(ex:dict, # an example from `passn_examples`
+                 )->tuple: # (prompt ids, answer ids): what the sampler starts from and what it must produce
+    "The prompt and answer token ids of an example (the boundary is where the labels start)."
+    k = next(i for i, l in enumerate(ex["labels"]) if l != -100)
+    return list(ex["input_ids"][:k]), list(ex["input_ids"][k:])
 
 @torch.no_grad()
+def answer_logprobs(model, # a causal LM
+                    examples:list, # examples from `passn_examples` (or any with input_ids and labels)
+                    pad:int=0, # the padding id (padding is masked, so any id works)
+                    batch_size:int=256, # examples per forward pass
+                   )->np.ndarray: # (n,) float64 log p̂ of each example's labelled tokens
+    "log p̂ of each example: minus the summed NLL that training minimises (`train.sequence_nll`), in batches, in eval mode."
+    if not examples: raise ValueError("examples is empty: nothing to score")
+    was_training = model.training; model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    for i in range(0, len(examples), batch_size):
+        b = collate(examples[i:i + batch_size], pad_id=pad)
+        out.append(-sequence_nll(model, {k: v.to(dev) for k, v in b.items() if torch.is_tensor(v)}).double().cpu())
+    if was_training: model.train()
+    return torch.cat(out).numpy()
+
+# %% ../nbs/api/13_passn.ipynb #d558d6af
+@torch.no_grad()
 def sample_answers(model, # a causal LM (eval mode)
-                   prompt_ids:list, # one list of token ids per prompt
+                   prompt_ids:list, # one list of token ids per prompt (from `split_example`)
                    n:int=1, # samples per prompt
                    max_new_tokens:int=8, # tokens to sample per answer
                    temperature:float=1.0, # sampling temperature; 0 = greedy (then n must be 1)
@@ -168,7 +211,7 @@ def sample_answers(model, # a causal LM (eval mode)
     if any(len(p) == 0 for p in prompt_ids): raise ValueError("every prompt needs at least one token")
     dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
-    ckw = _cache_kw(model)
+    ckw = cache_kw(model)
     toks = torch.full((P, n, max_new_tokens), eos_id if eos_id is not None else 0, dtype=torch.long)
     logps = torch.zeros(P, n, dtype=torch.float64)
     by_len = defaultdict(list)
@@ -178,7 +221,7 @@ def sample_answers(model, # a causal LM (eval mode)
     groups = [(L, idx[j:j+p_chunk]) for L, idx in sorted(by_len.items()) for j in range(0, len(idx), p_chunk)]
     for L, idx in tqdm(groups, desc="sample", disable=not progress, leave=False):
         out = model(input_ids=torch.tensor([prompt_ids[i] for i in idx], device=dev), use_cache=True)
-        cache, first = _get_cache(out), out.logits[:, -1].float()
+        cache, first = get_cache(out), upcast_half(out.logits[:, -1])
         for s0 in range(0, n, s_chunk):
             s = min(s_chunk, n - s0)
             rows = len(idx) * s
@@ -206,7 +249,7 @@ def sample_answers(model, # a causal LM (eval mode)
                     parent, feed, node = node, nxt, torch.arange(rows, device=dev)
                 kv.batch_select_indices(parent)
                 out = model(input_ids=feed[:, None], use_cache=True, **{ckw: kv})
-                kv, logits = _get_cache(out), out.logits[:, -1].float()
+                kv, logits = get_cache(out), upcast_half(out.logits[:, -1])
             seq = torch.stack(seq, 1).view(len(idx), s, -1).cpu()
             toks[idx, s0:s0+s, :seq.shape[-1]] = seq
             logps[idx, s0:s0+s] = lp_sum.view(len(idx), s).cpu()
@@ -247,168 +290,6 @@ def make_task(n_train:int=1000, # training problems
     tr = [problem() for _ in range(n_train)]; te = [problem() for _ in range(n_test)]
     return dict(train=tr, test=te, vocab=[str(d) for d in range(10)] + ["="] + [f"e{i}" for i in range(1, n_ent + 1)])
 
-# %% ../nbs/api/13_passn.ipynb #5ac36989
-def evaluate_passn(model, # a causal LM
-                   tok, # its tokenizer
-                   problems:list, # dicts with prompt, answer (and optionally hard)
-                   ks=(1, 4, 16, 64, 256), # the budgets
-                   n_samples:int=256, # samples per problem for the estimator (0 = analytic only)
-                   add_eos:bool=False, # the answer must be followed by EOS (variable-length answers)
-                   batch_size:int=256, # problems per scoring pass
-                   max_rows:int=8192, # rows decoded together when sampling
-                   seed:int=0, # sampling seed
-                  )->dict: # metrics (overall and per group) and per-problem arrays
-    "Analytic and sampled pass@k, greedy accuracy and confidence of a model on direct-answer problems."
-    if not problems: raise ValueError("problems is empty: nothing to evaluate")
-    prompts = [p["prompt"] for p in problems]
-    answers = [p["answer"] for p in problems]
-    was_training = model.training; model.eval()
-    eos = tok.eos_token_id if add_eos else None
-    comp = [a + (tok.eos_token if add_eos else "") for a in answers]
-    logp = sequence_logprobs(model, tok, prompts, comp, batch_size=batch_size)
-    p_hat = np.exp(logp)
-    pids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    aids = [tok(a, add_special_tokens=False)["input_ids"] + ([eos] if add_eos else []) for a in answers]
-    T = max(len(a) for a in aids)
-    g, glp = sample_answers(model, pids, n=1, max_new_tokens=T, temperature=0, eos_id=eos, max_rows=max_rows)
-    greedy_ok = correct_counts(g, aids) > 0
-    out = dict(p_hat=p_hat, confidence=glp[:, 0].exp().numpy(), greedy_correct=greedy_ok,
-               hard=np.array([bool(p.get("hard", False)) for p in problems]))
-    if n_samples:
-        s, _ = sample_answers(model, pids, n=n_samples, max_new_tokens=T, temperature=1.0, eos_id=eos,
-                              max_rows=max_rows, seed=seed)
-        out["n_correct"], out["n_samples"] = correct_counts(s, aids), n_samples
-    if was_training: model.train()
-    return out
-
-def passn_metrics(ev:dict, # the output of `evaluate_passn`
-                  ks=(1, 4, 16, 64, 256), # the budgets
-                 )->dict: # flat numbers: analytic/sampled pass@k overall and per group, greedy accuracy, mean confidence
-    "Summarise `evaluate_passn` arrays into numbers, overall and for the learnable and unlearnable problems."
-    m = {}
-    groups = {"all": np.ones_like(ev["hard"])}
-    if ev["hard"].any() and not ev["hard"].all(): groups.update(learnable=~ev["hard"], unlearnable=ev["hard"])
-    for g, mask in groups.items():
-        mask = mask.astype(bool)
-        for k, v in mean_coverage(ev["p_hat"][mask], ks).items(): m[f"{g}/analytic@{k}"] = v
-        if "n_correct" in ev:
-            for k, v in mean_pass_at_k(ev["n_samples"], ev["n_correct"][mask], ks).items(): m[f"{g}/sampled@{k}"] = v
-        m[f"{g}/greedy_acc"] = float(ev["greedy_correct"][mask].mean())
-        m[f"{g}/confidence"] = float(ev["confidence"][mask].mean())
-    return m
-
-# %% ../nbs/api/13_passn.ipynb #5179badd
-def objective_name(N:int)->str:
-    "How the reproduction labels an objective: 'CE' for N'=1, else 'DCO N'=…'."
-    return "CE" if int(N) == 1 else f"DCO N'={int(N)}"
-
-def train_and_track(model, # the model to train (in place)
-                    tok, # its tokenizer
-                    task:dict, # {"train": problems, "test": problems} (see `make_task`)
-                    N_train:int, # the objective: 1 = cross-entropy, N' > 1 = DCO with budget N'
-                    epochs:int=12, # passes over the training problems
-                    lr:float=1e-3, # AdamW learning rate (constant)
-                    batch_size:int=32, # problems per step
-                    ks=(1, 4, 16, 64, 256), # budgets scored
-                    n_samples:int=256, # samples per test problem for the estimator (0 = analytic only)
-                    sample_every:int=1, # sample at every this-many epochs (and always at the last)
-                    add_eos:bool=False, # train and score answers followed by EOS
-                    max_rows:int=8192, # rows decoded together when sampling
-                    seed:int=0, # training order and sampling seed
-                    progress:bool=True, # progress bar
-                    **train_kw, # more arguments for `unlearnkit.train.train` (schedule, grad_accum, weight_decay, ...)
-                   )->tuple: # (rows: one dict of numbers per epoch, last: the last epoch's per-problem arrays)
-    "Train with CE or DCO and score analytic and sampled pass@k on the test set after every epoch."
-    if epochs < 1: raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if not task.get("train") or not task.get("test"): raise ValueError("task needs non-empty 'train' and 'test' problems")
-    tr = task["train"]
-    examples = lm_examples(tok, [p["answer"] for p in tr], prompts=[p["prompt"] for p in tr], add_eos=add_eos)
-    grad_accum = int(train_kw.get("grad_accum", 1))
-    spe = math.ceil(len(examples) / (batch_size * grad_accum))
-    tr_comp = [p["answer"] + (tok.eos_token if add_eos else "") for p in tr]
-    tr_hard = np.array([bool(p.get("hard", False)) for p in tr])
-    rows, last = [], {}
-    def score(state):
-        ep = round(state.step / spe)
-        sample = n_samples if (ep % sample_every == 0 or ep == epochs) else 0
-        ev = evaluate_passn(state.model, tok, task["test"], ks=ks, n_samples=sample, add_eos=add_eos,
-                            max_rows=max_rows, seed=seed + ep)
-        lp_tr = sequence_logprobs(state.model, tok, [p["prompt"] for p in tr], tr_comp, batch_size=256)
-        F = dco_weight(torch.from_numpy(lp_tr), max(int(N_train), 1)).numpy()
-        row = dict(objective=objective_name(N_train), N_train=int(N_train), epoch=ep, step=state.step,
-                   train_loss=float(np.mean([h["loss"] for h in state.history[-spe:]])) if state.history else None,
-                   **{"train/p_hat": float(np.exp(lp_tr).mean()), "train/weight": float(F.mean())})
-        if tr_hard.any() and not tr_hard.all():
-            row.update({"train/p_hat_learnable": float(np.exp(lp_tr[~tr_hard]).mean()),
-                        "train/p_hat_unlearnable": float(np.exp(lp_tr[tr_hard]).mean())})
-        row.update(passn_metrics(ev, ks))
-        rows.append(row)
-        last.clear(); last.update(ev, train_logp=lp_tr, train_weight=F, train_hard=tr_hard)
-    train(model, examples, dco_loss(N_train), lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
-          callbacks=[at_steps(range(0, spe * epochs + 1, spe), score)], progress=progress,
-          desc=objective_name(N_train), **train_kw)
-    return rows, dict(last)
-
-# %% ../nbs/api/13_passn.ipynb #8bf49a51
-def plot_passn_curves(rows:list, # rows from `train_and_track` (several objectives allowed)
-                      by:str="epoch", # one line per "epoch" (pick one `objective`) or per "objective" (pick one `epoch`)
-                      objective:str|None=None, # with by="epoch": the objective shown
-                      epoch:int|None=None, # with by="objective": the epoch shown (default: the last)
-                      group:str="all", # "all", "learnable" or "unlearnable"
-                      kind:str="analytic", # "analytic" or "sampled"
-                      ax=None, # a matplotlib axis (default: a new figure)
-                     ):
-    "pass@k against k (log scale), one line per epoch or per objective."
-    import matplotlib.pyplot as plt
-    if by not in ("epoch", "objective"): raise ValueError(f"by must be 'epoch' or 'objective', got {by!r}")
-    if ax is None: _, ax = plt.subplots(figsize=(5.5, 3.8))
-    pre = f"{group}/{kind}@"
-    if by == "epoch":
-        objective = objective or rows[0]["objective"]
-        sel = [r for r in rows if r["objective"] == objective and r["epoch"] > 0]
-        cmap = plt.get_cmap("viridis")
-        lines = [(f"epoch {r['epoch']}", r, cmap(i / max(1, len(sel) - 1))) for i, r in enumerate(sel)]
-        title = f"{objective}: pass@k by epoch ({group}, {kind})"
-    else:
-        epoch = max(r["epoch"] for r in rows) if epoch is None else epoch
-        sel = [r for r in rows if r["epoch"] == epoch]
-        lines = [(r["objective"], r, None) for r in sel]
-        title = f"epoch {epoch}: pass@k by objective ({group}, {kind})"
-    for label, r, color in lines:
-        ks = sorted(int(k[len(pre):]) for k in r if k.startswith(pre))
-        if ks: ax.plot(ks, [r[f"{pre}{k}"] for k in ks], marker="o", ms=3, label=label, color=color)
-    ax.set_xscale("log", base=2); ax.set_xlabel("k (attempts)"); ax.set_ylabel("pass@k"); ax.set_ylim(0, 1.02)
-    ax.set_title(title, fontsize=10); ax.legend(fontsize=7, ncol=2)
-    return ax
-
-def plot_weight(Ns=(1, 4, 16, 64, 256), # budgets to draw
-                ax=None, # a matplotlib axis
-               ):
-    "DCO's gradient weight F(N, p̂) against p̂ (log axis) for several N."
-    import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(5.5, 3.5))
-    p = np.logspace(-4, 0, 400)
-    for N in Ns: ax.plot(p, dco_weight(torch.from_numpy(np.log(p)), N).numpy(), label=f"N={N}" + (" (CE)" if N == 1 else ""))
-    ax.set_xscale("log"); ax.set_xlabel("p̂ (model's probability of the right answer)"); ax.set_ylabel("F(N, p̂)")
-    ax.set_title("DCO's weight on the CE gradient", fontsize=10); ax.legend(fontsize=8)
-    return ax
-
-def plot_confidence(ev:dict, # per-problem arrays from `evaluate_passn` (confidence, greedy_correct)
-                    title:str="", # the panel's title
-                    ax=None, # a matplotlib axis
-                    bins:int=20, # histogram bins on [0, 1]
-                   ):
-    "Histogram of the model's confidence in its greedy answer, for right and wrong answers."
-    import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(4.5, 3.2))
-    edges = np.linspace(0, 1, bins + 1)
-    ok = np.asarray(ev["greedy_correct"], bool)
-    ax.hist(ev["confidence"][ok], bins=edges, alpha=0.7, label=f"correct ({ok.sum()})")
-    ax.hist(ev["confidence"][~ok], bins=edges, alpha=0.7, label=f"wrong ({(~ok).sum()})")
-    ax.set_xlabel("confidence in the greedy answer"); ax.set_ylabel("test problems"); ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    return ax
-
 # %% ../nbs/api/13_passn.ipynb #e90a64fa
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
                  "prealgebra", "precalculus")
@@ -437,7 +318,6 @@ def math_task(n_train:int|None=None, # training problems (None: all 7,500 of hen
               seed:int=0, # seeds the subsampling
              )->dict:
     "MATH train and MATH-500 test as direct-answer problems (downloads from the hub)."
-    from unlearnkit.data import load_hub_dataset
     train_rows = []
     for subj in MATH_SUBJECTS:
         for r in load_hub_dataset(train_path, subj, split="train"):
@@ -450,35 +330,474 @@ def math_task(n_train:int|None=None, # training problems (None: all 7,500 of hen
     return dict(train=train_rows, test=test_rows, vocab=None)
 
 # %% ../nbs/api/13_passn.ipynb #6a6f1329
-def check_params(p:dict, # the notebook's parameters
-                ):
-    "Validate the passn reproduction's parameters; raise ValueError naming the first bad one."
-    def need(cond, key, allowed):
-        if not cond: raise ValueError(f"parameter {key}={p.get(key)!r} is invalid: allowed {allowed}")
-    need(p.get("task") in ("synthetic", "math"), "task", "'synthetic' or 'math'")
-    need(isinstance(p.get("objectives"), (list, tuple)) and len(p["objectives"]) > 0
-         and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in p["objectives"]) and 1 in p["objectives"],
-         "objectives", "a list of whole numbers >= 1 that includes 1 (the CE baseline), e.g. [1, 4, 16, 64]")
-    need(isinstance(p.get("ks"), (list, tuple)) and len(p["ks"]) > 0
-         and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in p["ks"]), "ks", "a list of whole numbers >= 1")
-    need(isinstance(p.get("epochs"), int) and p["epochs"] >= 1, "epochs", "a whole number >= 1")
-    need(isinstance(p.get("n_samples"), int) and p["n_samples"] >= 0, "n_samples", "a whole number >= 0 (0 = analytic only)")
-    need(isinstance(p.get("sample_every"), int) and p["sample_every"] >= 1, "sample_every", "a whole number >= 1")
-    need(isinstance(p.get("lr"), (int, float)) and p["lr"] > 0, "lr", "a number > 0")
-    need(isinstance(p.get("batch_size"), int) and p["batch_size"] >= 1, "batch_size", "a whole number >= 1")
-    need(isinstance(p.get("grad_accum", 1), int) and p.get("grad_accum", 1) >= 1, "grad_accum", "a whole number >= 1")
-    need(isinstance(p.get("n_test"), int) and p["n_test"] >= 1, "n_test", "a whole number >= 1")
-    need(p.get("n_train") is None or (isinstance(p["n_train"], int) and p["n_train"] >= 1), "n_train", "a whole number >= 1 (or None for all, MATH only)")
-    need(isinstance(p.get("max_rows"), int) and p["max_rows"] >= 1, "max_rows", "a whole number >= 1")
+def evaluate_passn(model, # a causal LM
+                   tok, # its tokenizer
+                   problems:list, # dicts with prompt, answer (and optionally hard)
+                   ks=(1, 4, 16, 64, 256), # the budgets
+                   n_samples:int=256, # samples per problem for the estimator (0 = analytic only)
+                   add_eos:bool=False, # the answer must be followed by EOS (variable-length answers)
+                   batch_size:int=256, # problems per scoring pass
+                   max_rows:int=8192, # rows decoded together when sampling
+                   seed:int=0, # sampling seed
+                   add_bos:bool|None=None, # prepend BOS; default: the suite's rule (`train.use_bos`)
+                  )->dict: # per-problem arrays: logp, p_hat, confidence, greedy_correct, hard (and n_correct, n_samples)
+    "Analytic and sampled pass@k, greedy accuracy and confidence of a model on direct-answer problems."
+    if not problems: raise ValueError("problems is empty: nothing to evaluate")
+    exs = passn_examples(tok, problems, add_eos=add_eos, add_bos=add_bos)
+    pids, aids = map(list, zip(*(split_example(e) for e in exs)))
+    was_training = model.training; model.eval()
+    eos = tok.eos_token_id if add_eos else None
+    logp = answer_logprobs(model, exs, pad=pad_id(tok), batch_size=batch_size)
+    T = max(len(a) for a in aids)
+    g, glp = sample_answers(model, pids, n=1, max_new_tokens=T, temperature=0, eos_id=eos, max_rows=max_rows)
+    out = dict(logp=logp, p_hat=np.exp(logp), confidence=glp[:, 0].exp().numpy(), greedy_correct=correct_counts(g, aids) > 0,
+               hard=np.array([bool(p.get("hard", False)) for p in problems]))
+    if n_samples:
+        s, _ = sample_answers(model, pids, n=n_samples, max_new_tokens=T, temperature=1.0, eos_id=eos,
+                              max_rows=max_rows, seed=seed)
+        out["n_correct"], out["n_samples"] = correct_counts(s, aids), n_samples
+    if was_training: model.train()
+    return out
+
+def passn_metrics(ev:dict, # the output of `evaluate_passn`
+                  ks=(1, 4, 16, 64, 256), # the budgets
+                 )->dict: # flat numbers: analytic/sampled pass@k overall and per group, greedy accuracy, mean confidence
+    "Summarise `evaluate_passn` arrays into numbers, overall and for the learnable and unlearnable problems."
+    m = {}
+    groups = {"all": np.ones_like(ev["hard"])}
+    if ev["hard"].any() and not ev["hard"].all(): groups.update(learnable=~ev["hard"], unlearnable=ev["hard"])
+    for g, mask in groups.items():
+        mask = mask.astype(bool)
+        for k, v in mean_coverage(ev["p_hat"][mask], ks).items(): m[f"{g}/analytic@{k}"] = v
+        if "n_correct" in ev:
+            for k, v in mean_pass_at_k(ev["n_samples"], ev["n_correct"][mask], ks).items(): m[f"{g}/sampled@{k}"] = v
+        m[f"{g}/greedy_acc"] = float(ev["greedy_correct"][mask].mean())
+        m[f"{g}/confidence"] = float(ev["confidence"][mask].mean())
+    return m
+
+# %% ../nbs/api/13_passn.ipynb #b34e66a8
+def objective_name(N:int)->str:
+    "How the reproduction labels an objective: 'CE' for N'=1, else 'DCO N'=…'."
+    return "CE" if int(N) == 1 else f"DCO N'={int(N)}"
+
+def train_and_track(model, # the model to train (in place)
+                    tok, # its tokenizer
+                    task:dict, # {"train": problems, "test": problems} (see `make_task`)
+                    N_train:int, # the objective: 1 = cross-entropy, N' > 1 = DCO with budget N'
+                    epochs:int=12, # passes over the training problems
+                    lr:float=1e-3, # AdamW learning rate (constant)
+                    batch_size:int=32, # problems per step
+                    ks=(1, 4, 16, 64, 256), # budgets scored
+                    n_samples:int=256, # samples per test problem for the estimator (0 = analytic only)
+                    sample_every:int=1, # sample at every this-many epochs (and always at the last)
+                    add_eos:bool=False, # train and score answers followed by EOS
+                    max_rows:int=8192, # rows decoded together when sampling
+                    seed:int=0, # training order and sampling seed
+                    progress:bool=True, # progress bar
+                    add_bos:bool|None=None, # prepend BOS; default: the suite's rule (`train.use_bos`)
+                    **train_kw, # more arguments for `unlearnkit.train.train` (schedule, grad_accum, weight_decay, ...)
+                   )->tuple: # (rows: one dict of numbers per epoch, last: the last epoch's per-problem arrays and `history`)
+    "Train with CE or DCO and score analytic and sampled pass@k on the test set after every epoch."
+    if epochs < 1: raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if not task.get("train") or not task.get("test"): raise ValueError("task needs non-empty 'train' and 'test' problems")
+    tr = task["train"]
+    examples = passn_examples(tok, tr, add_eos=add_eos, add_bos=add_bos)
+    spe = steps_per_epoch(len(examples), batch_size, int(train_kw.get("grad_accum", 1)))
+    tr_hard = np.array([bool(p.get("hard", False)) for p in tr])
+    rows, history, last = [], [], {}
+    def score(state, ep):
+        sample = n_samples if (ep % sample_every == 0 or ep == epochs) else 0
+        ev = evaluate_passn(state.model, tok, task["test"], ks=ks, n_samples=sample, add_eos=add_eos,
+                            max_rows=max_rows, seed=seed + ep, add_bos=add_bos)
+        lp_tr = answer_logprobs(state.model, examples, pad=pad_id(tok))
+        F = dco_weight(torch.from_numpy(lp_tr), max(int(N_train), 1)).numpy()
+        row = dict(objective=objective_name(N_train), N_train=int(N_train), epoch=ep, step=state.step,
+                   train_loss=float(np.mean([h["loss"] for h in state.history[-spe:]])) if state.history else None,
+                   **{"train/p_hat": float(np.exp(lp_tr).mean()), "train/weight": float(F.mean())})
+        if tr_hard.any() and not tr_hard.all():
+            row.update({"train/p_hat_learnable": float(np.exp(lp_tr[~tr_hard]).mean()),
+                        "train/p_hat_unlearnable": float(np.exp(lp_tr[tr_hard]).mean())})
+        row.update(passn_metrics(ev, ks))
+        rows.append(row)
+        history.append(dict(epoch=ep, p_hat=ev["p_hat"], confidence=ev["confidence"], greedy_correct=ev["greedy_correct"],
+                            n_correct=ev.get("n_correct"), n_samples=ev.get("n_samples", 0)))
+        last.clear(); last.update(ev, train_logp=lp_tr, train_weight=F, train_hard=tr_hard)
+    train(model, examples, dco_loss(N_train), lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
+          callbacks=[at_epochs(range(epochs + 1), spe, score)], progress=progress,
+          desc=objective_name(N_train), **train_kw)
+    return rows, dict(last, N_train=int(N_train), history=history)
+
+# %% ../nbs/api/13_passn.ipynb #8bf49a51
+def passn_data(task:str="synthetic", # "synthetic" (offline) or "math" (hub)
+               n_train:int=1000, # training problems
+               n_test:int=400, # test problems
+               hard_frac:float=0.3, # synthetic: fraction of unlearnable problems
+               model_name:str="tiny", # math: the model whose tokenizer is used
+               dtype:str="auto", # math: the model's dtype ("auto": the suite's default)
+               seed:int=0, # seeds the task
+              )->tuple: # (data, tokenizer, add_eos)
+    "The reproduction's problems and tokenizer: the synthetic task with a word tokenizer, or MATH with the model's."
+    if task == "synthetic":
+        data = make_task(n_train=n_train, n_test=n_test, hard_frac=hard_frac, seed=seed)
+        return data, word_tokenizer(data["vocab"]), False
+    if task == "math":
+        model, tok = load_lm(model_name, dtype=None if dtype == "auto" else dtype, seed=seed); del model
+        return math_task(n_train=n_train, n_test=n_test, seed=seed), tok, True
+    raise ValueError(f"task must be 'synthetic' or 'math', got {task!r}")
+
+def passn_model(tok, # the tokenizer from `passn_data`
+                task:str="synthetic", # "synthetic" (a model from scratch) or "math" (a pretrained one)
+                model_name:str="tiny", # math: hub id or local folder
+                dtype:str="auto", # math: dtype
+                arch:str="llama", # synthetic: "llama" or "gpt2"
+                n_layer:int=2, # synthetic: transformer blocks
+                d_model:int=128, # synthetic: hidden size
+                n_head:int=4, # synthetic: attention heads
+                seed:int=0, # initial weights (synthetic)
+               ):
+    "A fresh model for one objective: the same seed gives the same initial weights."
+    if task == "synthetic":
+        return tiny_lm(arch, vocab_size=len(tok), n_layer=n_layer, d_model=d_model, n_head=n_head, max_len=16, seed=seed, tokenizer=tok)
+    return load_lm(model_name, dtype=None if dtype == "auto" else dtype, seed=seed)[0]
+
+def compare_objectives(data:dict, # from `passn_data`
+                       tok, # its tokenizer
+                       objectives:list, # the budgets N' (1 = CE)
+                       model_kw:dict, # arguments of `passn_model` (task, model_name, dtype, arch, n_layer, d_model, n_head, seed)
+                       log=print, # where the one-line progress goes (None: silent)
+                       **kw, # arguments of `train_and_track` (epochs, lr, batch_size, grad_accum, ks, n_samples, ...)
+                      )->tuple: # (rows of every objective and epoch, {objective name: `last` of that run})
+    "Train a fresh model per objective (same initial weights, same data order) and track pass@k after every epoch."
+    rows, last = [], {}
+    t0 = time.perf_counter()
+    for N in objectives:
+        model = passn_model(tok, **model_kw)
+        if log and N == objectives[0]: log(f"model: {n_params(model)/1e6:.2f}M parameters")
+        r, ev = train_and_track(model, tok, data, N, **kw)
+        rows += r; last[objective_name(N)] = ev
+        big = max(kw.get("ks", (256,)))
+        if log: log(f"{objective_name(N):>12}: pass@1 {r[-1]['all/analytic@1']:.3f}  pass@{big} {r[-1][f'all/analytic@{big}']:.3f}"
+                    f"  ({time.perf_counter() - t0:.0f} s)")
+        del model
+    return rows, last
+
+# %% ../nbs/api/13_passn.ipynb #e9ff34bf
+ITEM_COLUMNS = ("objective", "N_train", "epoch", "problem", "hard", "p_hat", "confidence", "greedy_correct", "n_samples", "n_correct")
+
+def passn_items(last:dict, # {objective name: `last` from `train_and_track`} (as `compare_objectives` returns)
+               )->list[dict]: # one row per objective, epoch and test problem (columns `ITEM_COLUMNS`)
+    "Per-problem scores of every objective at every scored epoch."
+    rows = []
+    for name, ev in last.items():
+        hard = ev["hard"]
+        for h in ev["history"]:
+            nc = h["n_correct"]
+            for i in range(len(h["p_hat"])):
+                rows.append(dict(objective=name, N_train=int(ev["N_train"]), epoch=int(h["epoch"]), problem=i, hard=bool(hard[i]),
+                                 p_hat=float(h["p_hat"][i]), confidence=float(h["confidence"][i]),
+                                 greedy_correct=bool(h["greedy_correct"][i]), n_samples=int(h["n_samples"] or 0),
+                                 n_correct=None if nc is None else int(nc[i])))
+    return rows
+
+def sampled_vs_analytic_gap(rows:list, # rows from `train_and_track`
+                            epoch:int|None=None, # the epoch compared (default: the last)
+                           )->float|None: # the largest |sampled − analytic| pass@k over objectives and k (None: nothing sampled)
+    "How far the unbiased estimator from samples lies from the exact analytic pass@k."
+    epoch = max(r["epoch"] for r in rows) if epoch is None else epoch
+    gaps = [abs(r[k] - r[k.replace("sampled", "analytic")]) for r in rows if r["epoch"] == epoch
+            for k in r if k.startswith("all/sampled@") and r[k] is not None and not pd.isna(r[k])]
+    return float(max(gaps)) if gaps else None
+
+def weight_summary(last:dict, # {objective name: `last` from `train_and_track`}
+                  )->list[dict]: # per objective: mean p̂ on the training problems and the mean weight in its top and bottom quarter of p̂
+    "Where each objective stopped pushing: DCO's weight on the most and least confident training problems at the end."
+    out = []
+    for name, ev in last.items():
+        p = np.exp(ev["train_logp"]); w = ev["train_weight"]
+        hi, lo = p >= np.quantile(p, 0.75), p <= np.quantile(p, 0.25)
+        out.append(dict(objective=name, mean_p_hat=float(p.mean()), weight_confident_quarter=float(w[hi].mean()),
+                        weight_unconfident_quarter=float(w[lo].mean())))
+    return out
+
+def final_table(rows:list, # rows from `train_and_track`
+                ks, # the budgets
+                kind:str="analytic", # "analytic" or "sampled"
+                epoch:int|None=None, # default: the last
+               )->pd.DataFrame: # objectives x pass@k
+    "pass@k of every objective at one epoch."
+    epoch = max(r["epoch"] for r in rows) if epoch is None else epoch
+    return pd.DataFrame([{"objective": r["objective"], **{f"pass@{k}": r.get(f"all/{kind}@{k}") for k in ks}}
+                         for r in rows if r["epoch"] == epoch]).set_index("objective")
+
+def epoch_table(rows:list, # rows from `train_and_track`
+                ks, # the budgets
+                objective:str="CE", # the objective shown
+               )->pd.DataFrame: # epochs x pass@k (analytic)
+    "Analytic pass@k of one objective after every epoch (the shape of the paper's Table 1)."
+    return pd.DataFrame([{"epoch": r["epoch"], **{f"pass@{k}": r[f"all/analytic@{k}"] for k in ks}}
+                         for r in rows if r["objective"] == objective and r["epoch"] > 0]).set_index("epoch")
+
+def run_metrics(rows:list, # rows from `compare_objectives`
+                last:dict, # its per-objective arrays
+                ks, # the budgets
+               )->dict: # table, final, max_sampled_vs_analytic_gap, weights
+    "The numbers metrics.json keeps besides the claims."
+    epoch = max(r["epoch"] for r in rows)
+    clean = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v
+    return dict(table=[{k: clean(v) for k, v in r.items()} for r in rows],
+                final={r["objective"]: {k: float(v) for k, v in r.items() if k.startswith("all/") and v is not None}
+                       for r in rows if r["epoch"] == epoch},
+                max_sampled_vs_analytic_gap=sampled_vs_analytic_gap(rows), weights=weight_summary(last))
+
+# %% ../nbs/api/13_passn.ipynb #e3c9b946
+SOURCE = "Chen et al. 2025 (arXiv:2502.07154)"
+# Table 1 (Llama-3-8B-base, CE on MATH with direct answers, MATH test): pass@k after epochs 1..4
+TABLE1_CE = {1: (0.044, 0.053, 0.065, 0.074), 16: (0.300, 0.314, 0.287, 0.229),
+             256: (0.652, 0.645, 0.545, 0.445), 4096: (0.825, 0.800, 0.792, 0.630)}
+
+def table1_change(k:int)->float|None:
+    "The paper's change in CE pass@k from epoch 1 to epoch 4 (Table 1), or None where Table 1 has no column for k."
+    return round(TABLE1_CE[k][3] - TABLE1_CE[k][0], 4) if k in TABLE1_CE else None
+
+def passn_departs(p:dict, # the run's parameters
+                 )->str: # the knobs this preset changed from the paper's protocol, in words
+    "How a run departs from the paper's protocol (Llama-3-8B-base, full fine-tuning on MATH with direct answers, 4 epochs, pass@k up to 4096)."
+    objs = ", ".join(map(str, p["objectives"]))
     if p["task"] == "synthetic":
-        need(isinstance(p.get("n_train"), int), "n_train", "a whole number >= 1 for the synthetic task")
-        need(isinstance(p.get("hard_frac"), (int, float)) and 0 < p["hard_frac"] < 1, "hard_frac", "a number in (0, 1)")
-        need(p.get("model_name") == "tiny", "model_name", "'tiny' for the synthetic task (a from-scratch model)")
-        need(p.get("arch") in ("llama", "gpt2"), "arch", "'llama' or 'gpt2'")
-        for key in ("n_layer", "d_model", "n_head"):
-            need(isinstance(p.get(key), int) and p[key] >= 1, key, "a whole number >= 1")
-        need(p["d_model"] % p["n_head"] == 0, "d_model", f"a multiple of n_head ({p['n_head']})")
+        return (f"a synthetic direct-answer task (digit sums, and random answers for entities unseen in training) and a "
+                f"{p['n_layer']}-layer d={p['d_model']} {p['arch']} transformer trained from scratch instead of MATH with "
+                f"Llama-3-8B-base; {p['n_train']} training / {p['n_test']} test problems; {p['epochs']} epochs instead of 4; "
+                f"N' in [{objs}]; k up to {max(p['ks'])}")
+    return (f"{p['model_name']} instead of Llama-3-8B-base; {p['n_train']} MATH training / {p['n_test']} MATH-500 test problems; "
+            f"exact token match of the reference answer; {p['epochs']} epochs at lr {p['lr']}; N' in [{objs}]; k up to {max(p['ks'])}")
+
+def _open_claim(id, text, source, paper, reason, departs, **run):
+    return claim(id, text, source, paper=paper, run=dict(n=0, **run), held=None, reason=reason, departs=departs)
+
+def passn_claims(items, # per-problem rows (`passn_items`, or the run's items.csv read back)
+                 ks, # the budgets; the largest is the "large N" of the claims
+                 departs:str|None=None, # how the preset departs from the paper (`passn_departs`)
+                 n_resamples:int=10000, # bootstrap resamples of each test
+                 seed:int=0, # seeds the bootstrap
+                )->list[dict]: # the claims table
+    "The paper's claims about CE and DCO, each decided by a one-sided paired bootstrap over the test problems."
+    df = pd.DataFrame(items)
+    missing = [c for c in ("N_train", "epoch", "problem", "p_hat", "confidence") if c not in df]
+    if missing: raise ValueError(f"items lack the columns {missing} (see ITEM_COLUMNS)")
+    if not (df["N_train"] == 1).any(): raise ValueError("items hold no CE run (N_train = 1): the claims compare with CE")
+    big = int(max(ks)); eL = int(df["epoch"].max())
+    def per_problem(N, epoch, col):
+        s = df[(df["N_train"] == N) & (df["epoch"] == epoch)].sort_values("problem")
+        return s["problem"].to_numpy(), s[col].to_numpy(float)
+    def paired(N1, e1, N2, e2, col="p_hat", k=1):
+        (i1, a), (i2, b) = per_problem(N1, e1, col), per_problem(N2, e2, col)
+        if not np.array_equal(i1, i2): raise ValueError(f"items of N'={N1} epoch {e1} and N'={N2} epoch {e2} hold different problems")
+        return (coverage(a, k), coverage(b, k)) if col == "p_hat" else (a, b)
+    test = lambda x, y, alt: paired_bootstrap(x, y, alt, n_resamples=n_resamples, seed=seed)
+    mean = lambda v: round(float(np.mean(v)), 4)
+    src1 = f"{SOURCE}, Table 1 (MATH, direct answers, CE, epoch 4 − epoch 1)"
+    out = []
+    texts = {"ce_pass1_rises": "Under CE, pass@1 rises with more epochs",
+             "ce_passN_falls": f"Under CE, large-N coverage (pass@{big}) falls with more epochs"}
+    has_e1 = bool(((df["N_train"] == 1) & (df["epoch"] == 1)).any())
+    for cid, k, alt in (("ce_pass1_rises", 1, "greater"), ("ce_passN_falls", big, "less")):
+        if eL < 2 or not has_e1:
+            out.append(_open_claim(cid, texts[cid], src1, table1_change(k), f"needs epochs 1 and a later one; this run has epochs up to {eL}", departs))
+            continue
+        last, first = paired(1, eL, 1, 1, k=k)
+        out.append(tested_claim(cid, texts[cid] + f" (epoch 1 → {eL})", src1, test(last, first, alt), paper=table1_change(k),
+                                departs=departs, k=k, epoch_1=mean(first), **{f"epoch_{eL}": mean(last)}))
+    dcos = sorted(int(n) for n in df["N_train"].unique() if n > 1)
+    src2 = f"{SOURCE}, Sec. 4 and Fig. 3 (direct answers; a Pareto frontier over N')"
+    dco_claims = (("dco_keeps_coverage", f"DCO with N' near the test N keeps pass@{big} above CE", "p_hat", big, "greater", src2),
+                  ("dco_tradeoff_pass1", "The price: DCO with a large N' has lower pass@1 than CE", "p_hat", 1, "less", src2),
+                  ("dco_limits_confidence", "DCO limits the model's confidence in its greedy answers (below CE's)", "confidence", 1, "less",
+                   f"{SOURCE}, abstract and Sec. 4 (DCO limits confidence; CE makes the model overconfident)"))
+    for cid, text, col, k, alt, src in dco_claims:
+        if not dcos:
+            out.append(_open_claim(cid, text, src, None, "no DCO objective in this run (objectives: CE only)", departs)); continue
+        dN = dcos[-1]
+        d, c = paired(dN, eL, 1, eL, col=col, k=k)
+        out.append(tested_claim(cid, text + f" (N'={dN}, epoch {eL})", src, test(d, c, alt), paper=None, departs=departs,
+                                k=k, CE=mean(c), **{f"DCO N'={dN}": mean(d)}))
+    return out
+
+# %% ../nbs/api/13_passn.ipynb #7240bf94
+def plot_passn_curves(rows:list, # rows from `train_and_track` (several objectives allowed)
+                      by:str="epoch", # one line per "epoch" (pick one `objective`) or per "objective" (pick one `epoch`)
+                      objective:str|None=None, # with by="epoch": the objective shown
+                      epoch:int|None=None, # with by="objective": the epoch shown (default: the last)
+                      group:str="all", # "all", "learnable" or "unlearnable"
+                      kind:str="analytic", # "analytic" or "sampled"
+                      ax=None, # a matplotlib axis (default: a new figure)
+                     ):
+    "pass@k against k (log scale), one line per epoch or per objective."
+    if by not in ("epoch", "objective"): raise ValueError(f"by must be 'epoch' or 'objective', got {by!r}")
+    if ax is None: _, ax = plt.subplots(figsize=(5.5, 3.8))
+    pre = f"{group}/{kind}@"
+    if by == "epoch":
+        objective = objective or rows[0]["objective"]
+        sel = [r for r in rows if r["objective"] == objective and r["epoch"] > 0]
+        cmap = plt.get_cmap("viridis")
+        lines = [(f"epoch {r['epoch']}", r, cmap(i / max(1, len(sel) - 1))) for i, r in enumerate(sel)]
+        title = f"{objective}: pass@k by epoch ({group}, {kind})"
     else:
-        need(isinstance(p.get("model_name"), str) and p["model_name"] not in ("", "tiny"), "model_name",
-             "a hub id or local folder of a pretrained causal LM, e.g. 'Qwen/Qwen2.5-1.5B'")
-    need(p.get("dtype") in ("auto", "float32", "bfloat16", "float16"), "dtype", "'auto', 'float32', 'bfloat16' or 'float16'")
+        epoch = max(r["epoch"] for r in rows) if epoch is None else epoch
+        sel = [r for r in rows if r["epoch"] == epoch]
+        lines = [(r["objective"], r, None) for r in sel]
+        title = f"epoch {epoch}: pass@k by objective ({group}, {kind})"
+    for label, r, color in lines:
+        ks = sorted(int(k[len(pre):]) for k in r if k.startswith(pre) and r[k] is not None and not pd.isna(r[k]))
+        if ks: ax.plot(ks, [r[f"{pre}{k}"] for k in ks], marker="o", ms=3, label=label, color=color)
+    ax.set_xscale("log", base=2); ax.set_xlabel("k (attempts)"); ax.set_ylabel("pass@k"); ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=10); ax.legend(fontsize=7, ncol=2)
+    return ax
+
+def plot_weight(Ns=(1, 4, 16, 64, 256), # budgets to draw
+                ax=None, # a matplotlib axis
+               ):
+    "DCO's gradient weight F(N, p̂) against p̂ (log axis) for several N."
+    if ax is None: _, ax = plt.subplots(figsize=(5.5, 3.5))
+    p = np.logspace(-4, 0, 400)
+    for N in Ns: ax.plot(p, dco_weight(torch.from_numpy(np.log(p)), N).numpy(), label=f"N={N}" + (" (CE)" if N == 1 else ""))
+    ax.set_xscale("log"); ax.set_xlabel("p̂ (model's probability of the right answer)"); ax.set_ylabel("F(N, p̂)")
+    ax.set_title("DCO's weight on the CE gradient", fontsize=10); ax.legend(fontsize=8)
+    return ax
+
+def plot_confidence(ev:dict, # per-problem arrays from `evaluate_passn` (confidence, greedy_correct)
+                    title:str="", # the panel's title
+                    ax=None, # a matplotlib axis
+                    bins:int=20, # histogram bins on [0, 1]
+                   ):
+    "Histogram of the model's confidence in its greedy answer, for right and wrong answers."
+    if ax is None: _, ax = plt.subplots(figsize=(4.5, 3.2))
+    edges = np.linspace(0, 1, bins + 1)
+    ok = np.asarray(ev["greedy_correct"], bool)
+    ax.hist(ev["confidence"][ok], bins=edges, alpha=0.7, label=f"correct ({ok.sum()})")
+    ax.hist(ev["confidence"][~ok], bins=edges, alpha=0.7, label=f"wrong ({(~ok).sum()})")
+    ax.set_xlabel("confidence in the greedy answer"); ax.set_ylabel("test problems"); ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return ax
+
+def _curve_ks(ks): return sorted({ks[0], ks[len(ks) // 2], ks[-1]})
+
+def plot_ce_by_epoch(rows:list, # rows from `compare_objectives`
+                     ks, # the budgets
+                     objective:str="CE", # the objective shown
+                    ):
+    "Left: pass@k against k, one line per epoch; right: pass@k over the epochs for a small, middle and large k."
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    plot_passn_curves(rows, by="epoch", objective=objective, ax=axes[0])
+    sel = [r for r in rows if r["objective"] == objective and r["epoch"] > 0]
+    for k in _curve_ks(list(ks)):
+        axes[1].plot([r["epoch"] for r in sel], [r[f"all/analytic@{k}"] for r in sel], marker="o", ms=3, label=f"pass@{k}")
+    axes[1].set_xlabel("epoch"); axes[1].set_ylabel("pass@k"); axes[1].set_ylim(0, 1.02); axes[1].legend(fontsize=8)
+    axes[1].set_title(f"{objective}: pass@k over training", fontsize=10)
+    return fig
+
+def plot_coverage_by_group(rows:list, # rows from `compare_objectives`
+                           ks, # the budgets (the largest is drawn)
+                          ):
+    "pass@N (largest k) over the epochs for every objective, on the learnable and the unlearnable problems, with CE's pass@1."
+    big = max(ks)
+    groups = [g for g in ("learnable", "unlearnable") if f"{g}/analytic@1" in rows[0]] or ["all"]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.6), sharey=True, squeeze=False)
+    for ax, g in zip(axes[0], groups):
+        for name in dict.fromkeys(r["objective"] for r in rows):
+            sel = [r for r in rows if r["objective"] == name]
+            ax.plot([r["epoch"] for r in sel], [r[f"{g}/analytic@{big}"] for r in sel], marker="o", ms=3, label=f"{name}: pass@{big}")
+        ce = [r for r in rows if r["N_train"] == 1]
+        ax.plot([r["epoch"] for r in ce], [r[f"{g}/analytic@1"] for r in ce], "k--", lw=1, label="CE: pass@1")
+        ax.set_title(f"{g} test problems", fontsize=10); ax.set_xlabel("epoch"); ax.set_ylim(0, 1.02)
+    axes[0][0].set_ylabel("pass@k"); axes[0][-1].legend(fontsize=7)
+    return fig
+
+def plot_final(rows:list, # rows from `compare_objectives`
+               ks, # the budgets
+              ):
+    "At the last epoch: pass@k by objective (left), and the sampled estimator (dots) against the analytic values (lines)."
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    plot_passn_curves(rows, by="objective", ax=axes[0])
+    epoch = max(r["epoch"] for r in rows)
+    for i, r in enumerate(r for r in rows if r["epoch"] == epoch):
+        kk = [k for k in ks if r.get(f"all/sampled@{k}") is not None and not pd.isna(r.get(f"all/sampled@{k}"))]
+        axes[1].plot(list(ks), [r[f"all/analytic@{k}"] for k in ks], color=f"C{i}", lw=1)
+        axes[1].plot(kk, [r[f"all/sampled@{k}"] for k in kk], "o", color=f"C{i}", ms=4, label=r["objective"])
+    axes[1].set_xscale("log", base=2); axes[1].set_ylim(0, 1.02); axes[1].set_xlabel("k"); axes[1].legend(fontsize=7)
+    axes[1].set_title("sampled (dots) vs analytic (lines)", fontsize=10)
+    return fig
+
+def plot_train_weights(last:dict, # {objective name: `last` from `train_and_track`}
+                       objectives, # the budgets N' of the run
+                      ):
+    "Left: F(N, p̂) for the run's budgets; right: the weight each objective put on each training problem at the end."
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    plot_weight(Ns=tuple(sorted(set([1, 4, 16, 64, 256] + list(objectives)))), ax=axes[0])
+    for name, ev in last.items():
+        axes[1].scatter(np.exp(ev["train_logp"]), ev["train_weight"], s=4, alpha=0.4, label=name)
+    axes[1].set_xscale("log"); axes[1].set_xlabel("p̂ on a training problem (last epoch)"); axes[1].set_ylabel("F(N', p̂)")
+    axes[1].set_title("weight on each training problem after training", fontsize=10); axes[1].legend(fontsize=7, markerscale=3)
+    return fig
+
+def plot_confidences(last:dict, # {objective name: `last` from `train_and_track`}
+                    ):
+    "One confidence histogram per objective (the last epoch's greedy test answers)."
+    fig, axes = plt.subplots(1, len(last), figsize=(3.2 * len(last), 3.0), sharey=True, squeeze=False)
+    for ax, (name, ev) in zip(axes[0], last.items()): plot_confidence(ev, title=name, ax=ax)
+    return fig
+
+# %% ../nbs/api/13_passn.ipynb #f767928d
+def findings_markdown(rows:list, # rows from `compare_objectives`
+                      claims:list, # from `passn_claims`
+                      ks, # the budgets
+                     )->str: # Markdown bullet points
+    "A short summary of the run: CE's pass@1 and pass@N across epochs, each DCO run's, and the verdicts."
+    big, eL = max(ks), max(r["epoch"] for r in rows)
+    verdict = {c["id"]: c for c in claims}
+    word = lambda cid: {True: "**held**", False: "**did not hold**", None: "was **not settled**"}[verdict[cid]["held"]]
+    ce = {r["epoch"]: r for r in rows if r["N_train"] == 1}
+    fin = {r["objective"]: r for r in rows if r["epoch"] == eL}
+    lines = []
+    if 1 in ce and eL > 1:
+        lines.append(f"- Under CE, pass@1 went from {ce[1]['all/analytic@1']:.1%} (epoch 1) to {ce[eL]['all/analytic@1']:.1%} "
+                     f"(epoch {eL}) and pass@{big} from {ce[1][f'all/analytic@{big}']:.1%} to {ce[eL][f'all/analytic@{big}']:.1%}: "
+                     f"'pass@1 rises' {word('ce_pass1_rises')}, 'pass@{big} falls' {word('ce_passN_falls')}.")
+    for name, r in fin.items():
+        if r["N_train"] > 1:
+            lines.append(f"- {name}: pass@1 {r['all/analytic@1']:.1%}, pass@{big} {r[f'all/analytic@{big}']:.1%} "
+                         f"(CE: {fin['CE']['all/analytic@1']:.1%}, {fin['CE'][f'all/analytic@{big}']:.1%}); "
+                         f"mean confidence in the greedy answer {r['all/confidence']:.2f} (CE: {fin['CE']['all/confidence']:.2f}).")
+    if any(r["N_train"] > 1 for r in rows):
+        lines.append(f"- With the largest N', 'DCO keeps pass@{big} above CE' {word('dco_keeps_coverage')}, 'lower pass@1 than CE' "
+                     f"{word('dco_tradeoff_pass1')} and 'DCO limits confidence' {word('dco_limits_confidence')}.")
+    gap = sampled_vs_analytic_gap(rows)
+    if gap is not None:
+        lines.append(f"- Sampling check: the unbiased estimator from samples differs from the exact analytic pass@k by at most "
+                     f"{gap:.3f} at the last epoch.")
+    return "\n".join(lines)
+
+# %% ../nbs/api/13_passn.ipynb #f97f8d91
+PARAMS = ("preset", "out_dir", "seed", "task", "model_name", "dtype", "arch", "n_layer", "d_model", "n_head", "n_train", "n_test",
+          "hard_frac", "objectives", "epochs", "lr", "batch_size", "grad_accum", "ks", "n_samples", "sample_every", "max_rows")
+
+def check_params(p:dict, # the notebook's parameters (the whole resolved dict)
+                )->dict: # the same dict
+    "Validate the passn reproduction's parameters; raise `ParamError` naming the first bad one."
+    for k in p: need(k in PARAMS, k, p[k], f"no such parameter; passn takes {', '.join(PARAMS)}")
+    check_str(p, "preset"); check_str(p, "out_dir", nonempty=False); check_int(p, "seed", lo=0)
+    task = check_choice(p, "task", ("synthetic", "math"))
+    name = check_str(p, "model_name")
+    if task == "synthetic": need(name == "tiny", "model_name", name, "'tiny' for the synthetic task (a model trained from scratch)")
+    else: need(name != "tiny", "model_name", name, "a hub id or local folder of a pretrained causal LM for task 'math', e.g. 'Qwen/Qwen2.5-1.5B'")
+    check_choice(p, "dtype", ("auto", "float32", "bfloat16", "float16"))
+    check_choice(p, "arch", ("llama", "gpt2"))
+    for k in ("n_layer", "d_model", "n_head", "n_train", "n_test", "epochs", "batch_size", "grad_accum", "sample_every", "max_rows"):
+        check_int(p, k, lo=1)
+    need(p["d_model"] % p["n_head"] == 0, "d_model", p["d_model"], f"an int divisible by n_head ({p['n_head']})")
+    check_float(p, "hard_frac", lo=0, hi=1, lo_open=True, hi_open=True)
+    objs = check_list(p, "objectives", int, lo=1, unique=True, increasing=True)
+    need(objs[0] == 1, "objectives", objs, "a list that starts with 1 (the CE baseline), e.g. [1, 4, 16, 64]")
+    check_float(p, "lr", lo=0, lo_open=True)
+    check_list(p, "ks", int, lo=1, unique=True, increasing=True)
+    check_int(p, "n_samples", lo=0)
+    return p

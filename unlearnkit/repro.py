@@ -15,10 +15,10 @@ from .core import (MARKER, ParamError, StagedDir, TargetError, Timer, check_int,
 from .claims import check_claims, claim, claims_markdown, claims_summary, show_claims
 
 # %% auto #0
-__all__ = ['RUNNER_PARAMS', 'PAPER_MODULES', 'METRICS_KEYS', 'ReproError', 'reproductions_dir', 'settings_path', 'load_settings',
-           'list_reproductions', 'list_presets', 'notebook_params', 'cast_param', 'paper_module', 'check_run_params',
-           'resolve_params', 'Run', 'start_run', 'check_metrics', 'run_reproduction', 'latest_results', 'suite_report',
-           'main']
+__all__ = ['RUNNER_PARAMS', 'PAPER_MODULES', 'METRICS_KEYS', 'KNOWN_MODELS', 'ReproError', 'reproductions_dir', 'settings_path',
+           'load_settings', 'list_reproductions', 'list_presets', 'notebook_params', 'cast_param', 'paper_module',
+           'check_run_params', 'resolve_params', 'Run', 'start_run', 'model_shape', 'estimate_memory', 'hub_check',
+           'preflight', 'check_metrics', 'run_reproduction', 'latest_results', 'suite_report', 'main']
 
 # %% ../nbs/api/90_repro.ipynb #141f2ffd
 class ReproError(ValueError):
@@ -83,7 +83,7 @@ def list_presets(name:str)->list[str]:
 
 # %% ../nbs/api/90_repro.ipynb #5ecfce59
 RUNNER_PARAMS = ("preset", "out_dir")   # set by the runner, never by a preset or -p
-PAPER_MODULES = dict(unlearning="unlearn")   # reproduction -> module, where the module's name differs
+PAPER_MODULES = dict(unlearning="unlearn", kvcache="kvrecall")   # reproduction -> module, where the module's name differs
 
 def notebook_params(path:str|Path, # a notebook with a cell tagged `parameters`
                    )->dict: # name -> default value
@@ -279,6 +279,109 @@ def start_run(name:str, # the reproduction's name (its notebook is reproductions
         for i in range(0, len(items), per): print("  " + "".join(s.ljust(w) for s in items[i:i + per]).rstrip())
     return run
 
+# %% ../nbs/api/90_repro.ipynb #a2a7d310
+# the public shapes of the models the gpu presets name (parameters, layers, KV heads, head size): the memory
+# estimate works offline for these; other models are read from their config when it can be had
+KNOWN_MODELS = {
+    "meta-llama/Meta-Llama-3-8B-Instruct": dict(params=8.03e9, layers=32, kv_heads=8, head_dim=128),
+    "meta-llama/Meta-Llama-3-8B": dict(params=8.03e9, layers=32, kv_heads=8, head_dim=128),
+    "meta-llama/Llama-3.2-1B-Instruct": dict(params=1.24e9, layers=16, kv_heads=8, head_dim=64),
+    "meta-llama/Llama-2-7b-hf": dict(params=6.74e9, layers=32, kv_heads=32, head_dim=128),
+    "mistralai/Mistral-7B-Instruct-v0.2": dict(params=7.24e9, layers=32, kv_heads=8, head_dim=128),
+    "Qwen/Qwen2.5-1.5B": dict(params=1.54e9, layers=28, kv_heads=2, head_dim=128),
+    "openai-community/gpt2-xl": dict(params=1.56e9, layers=48, kv_heads=25, head_dim=64),
+}
+_BYTES = dict(float32=4, fp32=4, bfloat16=2, bf16=2, float16=2, fp16=2)
+
+def model_shape(model_id:str)->dict|None:
+    "Parameters, layers, KV heads and head size of a model: from `KNOWN_MODELS`, else from its config (stand-in or hub cache); None if unknown."
+    if model_id in KNOWN_MODELS: return dict(KNOWN_MODELS[model_id])
+    try:
+        from transformers import AutoConfig
+        from unlearnkit.core import standin
+        src = standin("models", model_id) or model_id
+        c = AutoConfig.from_pretrained(src, local_files_only=src == model_id)
+    except Exception: return None
+    H, L = getattr(c, "hidden_size", None) or getattr(c, "n_embd", None), getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer", None)
+    heads = getattr(c, "num_attention_heads", None) or getattr(c, "n_head", None)
+    if not (H and L and heads): return None
+    kv, hd = getattr(c, "num_key_value_heads", None) or heads, H // heads
+    inter, V = getattr(c, "intermediate_size", None) or 4 * H, getattr(c, "vocab_size", 0)
+    params = V * H * (1 if getattr(c, "tie_word_embeddings", True) else 2) + L * (H * (H + 2 * kv * hd) + H * H + 3 * H * inter)
+    return dict(params=float(params), layers=L, kv_heads=kv, head_dim=hd)
+
+def estimate_memory(model:str, # a hub id (or anything `model_shape` knows)
+                    dtype:str="bfloat16", # the weights' dtype
+                    train:str|None=None, # None (inference), "full" (AdamW on every weight) or "lora"
+                    batch:int=1, # sequences held at once
+                    seq_len:int=2048, # tokens per sequence (prompt + generation)
+                    trainable_frac:float=0.01, # the share of parameters LoRA trains
+                   )->dict|None: # GiB per part and in total; None when the model's shape is unknown
+    "GPU memory a preset needs, in GiB: weights, gradients and AdamW state of what is trained, and the KV cache (activations not counted)."
+    sh = model_shape(model)
+    if sh is None: return None
+    b = _BYTES.get(str(dtype).removeprefix("torch."), 4); gib = 2**30
+    trained = {None: 0.0, "full": 1.0, "lora": trainable_frac}[train] * sh["params"]
+    out = dict(weights=sh["params"] * b / gib, gradients=trained * b / gib, optimizer=trained * 2 * b / gib,
+               kv_cache=2 * sh["layers"] * sh["kv_heads"] * sh["head_dim"] * seq_len * batch * b / gib)
+    out = {k: round(v, 2) for k, v in out.items()}
+    return dict(out, total=round(sum(out.values()), 2), model=model, dtype=str(dtype), train=train, batch=batch, seq_len=seq_len)
+
+def hub_check(hub_id:str, # a hub model or dataset id
+              kind:str="model", # "model" or "dataset"
+              timeout:float=10.0, # seconds
+             ):
+    "Raise `ReproError` (one line) unless the hub answers for `hub_id` and this user may download it."
+    import huggingface_hub as hh
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    url = f"https://huggingface.co/{'datasets/' if kind == 'dataset' else ''}{hub_id}"
+    try: hh.auth_check(hub_id, repo_type=kind)
+    except GatedRepoError:
+        raise ReproError(f"the {kind} {hub_id!r} is gated: accept its terms at {url} and log in (`hf auth login`, or set HF_TOKEN)") from None
+    except RepositoryNotFoundError:
+        raise ReproError(f"the {kind} {hub_id!r} is not on the Hugging Face hub (or is private and you are not logged in): check the name at {url}") from None
+    except Exception as e:
+        raise ReproError(f"cannot reach the Hugging Face hub to check the {kind} {hub_id!r} ({type(e).__name__}): this preset downloads "
+                         "from the hub; run it with network access, or set $UNLEARNKIT_STANDINS to run its code path on stand-ins") from None
+
+def preflight(name:str, # a reproduction
+              preset:str, # its preset
+              params:dict, # the resolved parameters
+              device:str|None=None, # "cpu" to run a non-smoke preset on the CPU anyway; None: CUDA is required
+              hub:bool=True, # check the hub (or the stand-ins)
+             )->dict: # what was checked and the memory estimate
+    "Check the device, the hub (or stand-ins), optional packages and GPU memory for a non-smoke preset; one `ReproError` line per problem."
+    import importlib.util
+    from unlearnkit.core import StandinError, standin, standins_dir
+    mod = paper_module(name)
+    req = mod.requirements(dict(params)) if mod is not None and hasattr(mod, "requirements") else {}
+    out = dict(requirements=req, device=device or "cuda", memory=None)
+    if preset != "smoke":
+        import torch
+        if device != "cpu" and not torch.cuda.is_available():
+            raise ReproError(f"{name}/{preset} is sized for a CUDA GPU and none is available here: run it on a GPU machine, "
+                             "or pass --device cpu to run it on the CPU anyway (slow)")
+    for mod_name, pip_name in req.get("packages", []):
+        if importlib.util.find_spec(mod_name) is None:
+            raise ReproError(f"{name}/{preset} needs the package {mod_name!r}: `pip install {pip_name}`")
+    if hub:
+        for kind, ids in (("model", req.get("models", [])), ("dataset", req.get("datasets", []))):
+            for i in ids:
+                if standins_dir() is not None:
+                    try: standin(kind + "s", i)
+                    except StandinError as e: raise ReproError(str(e)) from None
+                else: hub_check(i, kind)
+    if req.get("memory"):
+        est = estimate_memory(**req["memory"]); out["memory"] = est
+        if est is not None and preset != "smoke" and device != "cpu":
+            import torch
+            total = torch.cuda.get_device_properties(0).total_memory / 2**30
+            if est["total"] > total:
+                raise ReproError(f"{name}/{preset} needs about {est['total']:.0f} GiB of GPU memory ({est['weights']:.0f} weights, "
+                                 f"{est['optimizer'] + est['gradients']:.0f} training state, {est['kv_cache']:.0f} KV cache) and the GPU has "
+                                 f"{total:.0f} GiB: lower the batch size or sequence length, or use a larger GPU")
+    return out
+
 # %% ../nbs/api/90_repro.ipynb #b73c6b24
 def check_metrics(m, # a parsed metrics.json
                   name:str|None=None, # expected reproduction name
@@ -439,7 +542,8 @@ def _parser():
     r.add_argument("--preset", default="smoke", help="a preset from settings.ini (default: smoke)")
     r.add_argument("--out", default=None, help="results folder (default results/NAME/PRESET; with --all, a root folder)")
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[], help="override a parameter")
-    r.add_argument("--dry-run", action="store_true", help="print the resolved parameters and stop")
+    r.add_argument("--dry-run", action="store_true", help="print the resolved parameters and the preflight (GPU memory estimate), and stop")
+    r.add_argument("--device", choices=["cuda", "cpu"], default=None, help="cpu: run a gpu preset on the CPU anyway (default: a non-smoke preset needs CUDA)")
     r.add_argument("--quiet", action="store_true", help="no per-section progress lines")
     r.add_argument("--log-output", action="store_true", help="stream the notebook's own output")
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks instead of one-line errors")
@@ -483,9 +587,13 @@ def _main(args)->int:
     resolved = {n: resolve_params(n, args.preset, args.param) for n in names}   # every name, preset and value checked first
     outs = {n: (Path(args.out)/n/args.preset if args.all else Path(args.out)) if args.out else results_root()/n/args.preset for n in names}
     for n in names: check_target(outs[n], n)
+    checks = {n: preflight(n, args.preset, resolved[n], device=args.device) for n in names}   # device, hub, packages, memory
     if args.dry_run:
-        for n in names: print(json.dumps({"name": n, "preset": args.preset, "out": str(outs[n]), "params": resolved[n]}))
+        for n in names:
+            print(json.dumps({"name": n, "preset": args.preset, "out": str(outs[n]), "params": resolved[n],
+                              "memory_gib": checks[n]["memory"], "needs": checks[n]["requirements"]}))
         return 0
+    if args.device == "cpu": os.environ["CUDA_VISIBLE_DEVICES"] = ""   # the kernels inherit it: the run stays on the CPU
     rows, codes = [], {}
     for n in names:
         print(f"running {n} ({args.preset}) -> {outs[n]}", flush=True)

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .evaluate import chat_prompt
+from .train import upcast_half
 
 # %% auto #0
 __all__ = ['ITEM_FIELDS', 'PROMPTS', 'CONDITIONS', 'distance_bins', 'bin_of', 'sentence_starts', 'make_sort_items', 'SortPrompt',
@@ -212,7 +213,7 @@ def _last_logits(model, ids:list[list[int]], prefix:list[int]|None, pad_id:int)-
         mask = torch.cat([torch.ones((B, L), dtype=torch.long), mask], 1)
     pos = (L + mask[:, L:].cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), logits_to_keep=1, **kw)
-    return out.logits[:, -1].float()
+    return upcast_half(out.logits[:, -1])
 
 @torch.inference_mode()
 def score_ab(model, # a causal LM

@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from .core import seeded
 
 # %% auto #0
-__all__ = ['pad_id', 'use_bos', 'encode_example', 'lm_examples', 'collate', 'causal_lm_loss', 'sequence_nll', 'TrainState',
-           'TrainResult', 'at_steps', 'steps_per_epoch', 'at_epochs', 'train']
+__all__ = ['pad_id', 'use_bos', 'encode_example', 'lm_examples', 'collate', 'upcast_half', 'causal_lm_loss', 'sequence_nll',
+           'TrainState', 'TrainResult', 'at_steps', 'steps_per_epoch', 'at_epochs', 'train']
 
 # %% ../nbs/api/03_train.ipynb #ab51a0eb
 def pad_id(tok)->int:
@@ -28,8 +28,13 @@ def pad_id(tok)->int:
 def use_bos(tok, # a Hugging Face tokenizer
             add_bos:bool|None=None, # an explicit choice, or None for the tokenizer's own rule
            )->bool:
-    "The suite's one BOS rule: prepend BOS when asked, or (by default) when the tokenizer does so itself and has one."
-    if add_bos is None: return bool(getattr(tok, "add_bos_token", False)) and tok.bos_token_id is not None
+    """The suite's one BOS rule: prepend BOS when asked, or (by default) when the tokenizer itself puts BOS in front
+    of a text it encodes with its special tokens. That is read off the tokenizer's output rather than an attribute:
+    Llama 3's tokenizer adds `<|begin_of_text|>` through its post-processor and sets no `add_bos_token`."""
+    if add_bos is None:
+        if tok.bos_token_id is None: return False
+        ids = tok("a", add_special_tokens=True)["input_ids"]
+        return bool(ids) and ids[0] == tok.bos_token_id
     if add_bos and tok.bos_token_id is None: raise ValueError("add_bos=True but the tokenizer has no BOS token")
     return bool(add_bos)
 
@@ -59,6 +64,7 @@ def lm_examples(tok, # a Hugging Face tokenizer
     "Tokenize texts (and optional prompts) into training examples with labels masked on prompts."
     if prompts is not None and len(prompts) != len(texts):
         raise ValueError(f"prompts ({len(prompts)}) and texts ({len(texts)}) must have the same length")
+    add_bos = use_bos(tok, add_bos)   # decided once for the whole list
     return [encode_example(tok, prompts[i] if prompts is not None else "", t, add_bos=add_bos, add_eos=add_eos, max_len=max_len)
             for i, t in enumerate(texts)]
 
@@ -82,10 +88,14 @@ def collate(examples:list[dict], # examples with `input_ids` and optional `label
     return b
 
 # %% ../nbs/api/03_train.ipynb #e9a7674a
+def upcast_half(x:torch.Tensor, # logits or scores
+               )->torch.Tensor: # float32 if `x` was fp16/bf16, else `x` itself
+    "Upcast half-precision floats to float32 for softmax and losses; float32 and float64 pass through."
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
 def _shifted_token_nll(model, batch)->tuple[torch.Tensor, torch.Tensor]:
     "Per-token NLL of labelled positions (B, T-1) and the mask of labelled positions."
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
-    if logits.dtype != torch.float32: logits = logits.float()
+    logits = upcast_half(model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits)
     # shift the labels, not the logits: slicing (B, T, V) logits and reshaping them would copy the whole tensor
     labels = F.pad(batch["labels"][:, 1:], (0, 1), value=-100)
     nll = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="none").view_as(labels)
@@ -179,6 +189,7 @@ def train(model:torch.nn.Module, # the model to train (in place)
           weight_decay:float=0.0, # AdamW weight decay
           optimizer:str="adamw", # "adamw" or "sgd"
           betas:tuple=(0.9, 0.999), # AdamW betas
+          fused:bool|None=None, # AdamW's fused kernel: None uses it where torch has one for the parameters
           clip_grad:float|None=1.0, # max gradient norm (None: no clipping)
           params:Iterable|None=None, # parameters to train (default: every parameter with requires_grad)
           shuffle:bool=True, # reshuffle examples every epoch
@@ -208,7 +219,8 @@ def train(model:torch.nn.Module, # the model to train (in place)
         if not params: raise ValueError("no trainable parameters")
         if optimizer == "adamw":
             # the fused kernel (as transformers.Trainer uses) where torch has one for these parameters
-            fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params)
+            if fused is None:
+                fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params)
             try: opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, fused=fused or None)
             except (RuntimeError, TypeError): opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
         else: opt = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
@@ -232,7 +244,7 @@ def train(model:torch.nn.Module, # the model to train (in place)
         for step in bar:
             running = 0.0
             for _ in range(grad_accum):
-                batch = next_batch(); seen += len(batch["input_ids"])
+                batch = next_batch(); seen += len(batch["input_ids"] if "input_ids" in batch else next(iter(batch.values())))   # token or image batches
                 if "attention_mask" in batch: tokens += int(batch["attention_mask"].sum())
                 loss = loss_fn(model, batch) / grad_accum
                 acc.backward(loss); running += loss.item()

@@ -1,4 +1,4 @@
-"""LLM unlearning methods as small losses over the suite's one training loop: gradient ascent, gradient difference, NPO, SimNPO, RMU, Selective Synaptic Dampening, Geometric-disentanglement (GU) projection, and the retrain-from-scratch oracle, behind one registry.
+"""LLM unlearning methods as small losses over the suite's one training loop: gradient ascent, gradient difference, NPO, SimNPO, RMU, Selective Synaptic Dampening, Geometric-disentanglement (GU) projection, and the retrain-from-scratch oracle, behind one registry; and the `unlearning` reproduction built on them.
 
 Docs: https://unlearnkit.github.io/unlearnkit/api/unlearn.html.md"""
 
@@ -7,19 +7,34 @@ Docs: https://unlearnkit.github.io/unlearnkit/api/unlearn.html.md"""
 # %% ../nbs/api/16_unlearn.ipynb #0229ac0b
 from __future__ import annotations
 import copy, math, random, time
-from dataclasses import dataclass, field, fields, asdict
+from dataclasses import dataclass, field, fields
 from typing import Callable, ClassVar
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import set_seed
+from .core import check_choice, check_dict, check_float, check_int, check_list, check_str, need, seeded
+from .stats import permutation_test
+from .claims import claim, tested_claim
+from .plots import PALETTE
+from .models import load_lm, tiny_lm
 from .train import causal_lm_loss, collate, lm_examples, sequence_nll, train
+from .factworld import FactWorld, world_splits
+from .audit import audit_model, audit_table, answer_stats, compare_to_oracle, embedding_neighbours, forgetting_efficacy
 
 # %% auto #0
-__all__ = ['REGISTRY', 'qa_examples', 'pair_examples', 'pair_collate', 'retain_half', 'UnlearnResult', 'register', 'Unlearner',
-           'get_method', 'GradAscent', 'GradDiff', 'NPO', 'SimNPO', 'decoder_layers', 'RMU', 'fisher_diag', 'SSD',
-           'project_out', 'orthonormal_basis', 'GU', 'reinit_', 'Retrain', 'unlearn']
+__all__ = ['REGISTRY', 'TRAINED_METHODS', 'GU_BASES', 'FIT_WARMUP', 'SOURCES', 'qa_examples', 'pair_examples', 'pair_collate',
+           'retain_half', 'UnlearnResult', 'register', 'Unlearner', 'get_method', 'GradAscent', 'GradDiff', 'npo_loss',
+           'simnpo_loss', 'NPO', 'SimNPO', 'decoder_layers', 'mlp_out_proj', 'rmu_target', 'RMU', 'fisher_diag',
+           'ssd_dampen', 'SSD', 'project_out', 'orthonormal_basis', 'GU', 'reinit_', 'Retrain', 'unlearn',
+           'check_params', 'build_methods', 'gu_runs', 'oracle_method', 'fresh_model', 'fit_target', 'SplitRun',
+           'eval_splits', 'run_split', 'split_items', 'methods_table', 'item_efficacy', 'illusion_test',
+           'illusion_table', 'probe_probs', 'trajectories', 'at_forget_level', 'gu_items', 'trajectory_means',
+           'ssd_sensitivity', 'departures', 'unlearning_claims', 'plot_forget_vs_utility', 'plot_illusion',
+           'plot_trajectories', 'plot_ssd_sweep']
 
 # %% ../nbs/api/16_unlearn.ipynb #10716524
 def qa_examples(tok, # the model's tokenizer
@@ -76,6 +91,11 @@ def register(name:str, # the key under which `get_method` and `unlearn` find the
 def _check(cond, param, allowed, got):
     if not cond: raise ValueError(f"{param} must be {allowed}, got {got!r}")
 
+def _check_num(param:str, v, lo:float=0.0, lo_open:bool=True):
+    "A hyperparameter must be a finite real number above `lo` (strictly when `lo_open`)."
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > lo if lo_open else v >= lo)
+    _check(ok, param, f"a finite number {'>' if lo_open else '>='} {lo:g}", v)
+
 @dataclass
 class Unlearner:
     "Base class: `gamma * forget_loss + alpha * retain NLL`, minimised with the suite's `train` loop."
@@ -87,15 +107,18 @@ class Unlearner:
     name: ClassVar[str] = "base"
 
     def check(self):
-        "Raise a ValueError naming any hyperparameter out of range."
-        _check(self.lr > 0, f"{self.name}.lr", "> 0", self.lr)
-        _check(self.epochs > 0, f"{self.name}.epochs", "> 0", self.epochs)
-        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, f"{self.name}.batch_size", "an integer >= 1", self.batch_size)
-        _check(self.alpha >= 0, f"{self.name}.alpha", ">= 0", self.alpha)
-        _check(self.gamma > 0, f"{self.name}.gamma", "> 0", self.gamma)
+        "Raise a ValueError naming any hyperparameter out of range (non-finite numbers included)."
+        self._check_loop()
+        _check_num(f"{self.name}.alpha", self.alpha, lo_open=False)
+        _check_num(f"{self.name}.gamma", self.gamma)
 
+    def _check_loop(self):
+        _check_num(f"{self.name}.lr", self.lr)
+        _check_num(f"{self.name}.epochs", self.epochs)
+        _check(isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size >= 1,
+               f"{self.name}.batch_size", "an integer >= 1", self.batch_size)
     def check_model(self, model): "Raise if the model lacks what the method needs."
-    def prepare(self, model): "Set up before training (e.g. a frozen reference copy)."
+    def prepare(self, model, seed:int=0): "Set up before training (e.g. a frozen reference copy); random draws follow `seed`."
     def forget_loss(self, model, batch)->torch.Tensor:
         "The loss on the forget half of a paired batch (what a method overrides)."
         raise NotImplementedError
@@ -105,6 +128,9 @@ class Unlearner:
     def params(self, model):
         "The parameters to train (None: every parameter)."
         return None
+    def train_kw(self)->dict:
+        "Extra arguments for the `train` loop (default: AdamW with gradient clipping at 1)."
+        return {}
 
     def loss(self, model, batch)->torch.Tensor:
         "The scalar the loop minimises."
@@ -115,18 +141,18 @@ class Unlearner:
     def run(self, model, # the model, changed in place
             forget:list, # forget examples (`qa_examples`)
             retain:list, # retain examples
-            *, seed:int=0, # seeds pairing and shuffling
+            *, seed:int=0, # seeds pairing, shuffling and the method's own draws
             callbacks=(), # train-loop callbacks
             progress:bool=True, # show a progress bar
            )->UnlearnResult:
         "Unlearn `forget` from `model` in place, keeping `retain`."
         self.check(); self.check_model(model)
         t0 = time.perf_counter()
-        self.prepare(model)
+        self.prepare(model, seed)
         pad = model.config.pad_token_id or 0
         res = train(model, pair_examples(forget, retain, seed), self.loss, lr=self.lr, epochs=self.epochs,
                     batch_size=self.batch_size, params=self.params(model), seed=seed, callbacks=callbacks,
-                    collate_fn=pair_collate(pad), progress=progress, desc=self.name)
+                    collate_fn=pair_collate(pad), progress=progress, desc=self.name, **self.train_kw())
         self.cleanup()
         return UnlearnResult(self.name, time.perf_counter() - t0, res.steps, res.history)
 
@@ -137,7 +163,7 @@ class Unlearner:
 def get_method(name:str, # a key of `REGISTRY`
                **kwargs, # the method's hyperparameters
               )->Unlearner:
-    "Build a registered method, rejecting unknown names and hyperparameters before any work."
+    "Build a registered method, rejecting unknown names and hyperparameters (and non-finite numbers) before any work."
     if name not in REGISTRY: raise ValueError(f"method must be one of {sorted(REGISTRY)}, got {name!r}")
     cls = REGISTRY[name]
     ok = {f.name for f in fields(cls)}
@@ -161,6 +187,21 @@ class GradDiff(Unlearner):
     def forget_loss(self, model, batch): return -causal_lm_loss(model, batch)
 
 # %% ../nbs/api/16_unlearn.ipynb #b51cf684
+def npo_loss(logp:torch.Tensor, # (n,) summed answer log-probabilities under the model
+             logp_ref:torch.Tensor, # (n,) the same under the frozen reference
+             beta:float, # inverse temperature
+            )->torch.Tensor:
+    "NPO's forget loss, −(2/β)·mean log σ(−β·(log π_θ − log π_ref))."
+    return -(2 / beta) * F.logsigmoid(-beta * (logp - logp_ref)).mean()
+
+def simnpo_loss(logp:torch.Tensor, # (n,) summed answer log-probabilities
+                n_tokens:torch.Tensor, # (n,) answer lengths |y|
+                beta:float, # inverse temperature
+                delta:float=0.0, # reward margin
+               )->torch.Tensor:
+    "SimNPO's forget loss, −(2/β)·mean log σ(−(β/|y|)·log π_θ − βδ)."
+    return -(2 / beta) * F.logsigmoid(-beta * logp / n_tokens - beta * delta).mean()
+
 def _frozen(model):
     ref = copy.deepcopy(model).eval()
     for p in ref.parameters(): p.requires_grad_(False)
@@ -172,12 +213,12 @@ class NPO(Unlearner):
     "Negative preference optimisation against a frozen copy of the model, plus the retain NLL."
     beta:float = 0.1 # inverse temperature
     def check(self):
-        super().check(); _check(self.beta > 0, "npo.beta", "> 0", self.beta)
-    def prepare(self, model): self._ref = _frozen(model)
+        super().check(); _check_num("npo.beta", self.beta)
+    def prepare(self, model, seed=0): self._ref = _frozen(model)
     def forget_loss(self, model, batch):
         lp = -sequence_nll(model, batch)
         with torch.no_grad(): lr = -sequence_nll(self._ref, batch)
-        return -(2 / self.beta) * F.logsigmoid(-self.beta * (lp - lr)).mean()
+        return npo_loss(lp, lr, self.beta)
 
 @register("simnpo")
 @dataclass
@@ -187,12 +228,11 @@ class SimNPO(Unlearner):
     delta:float = 0.0 # reward margin
     gamma:float = 0.125 # weight of the forget loss (open-unlearning's default)
     def check(self):
-        super().check(); _check(self.beta > 0, "simnpo.beta", "> 0", self.beta)
-        _check(self.delta >= 0, "simnpo.delta", ">= 0", self.delta)
+        super().check(); _check_num("simnpo.beta", self.beta)
+        _check_num("simnpo.delta", self.delta, lo_open=False)
     def forget_loss(self, model, batch):
         n = (batch["labels"][:, 1:] != -100).sum(1).clamp_min(1)
-        lp = -sequence_nll(model, batch) / n
-        return -(2 / self.beta) * F.logsigmoid(-self.beta * lp - self.beta * self.delta).mean()
+        return simnpo_loss(-sequence_nll(model, batch), n, self.beta, self.delta)
 
 # %% ../nbs/api/16_unlearn.ipynb #918e3977
 def decoder_layers(model)->torch.nn.ModuleList:
@@ -202,43 +242,62 @@ def decoder_layers(model)->torch.nn.ModuleList:
         if inner is not None and isinstance(getattr(inner, attr, None), torch.nn.ModuleList): return getattr(inner, attr)
     raise ValueError(f"RMU needs a decoder with `model.layers` or `transformer.h`; {type(model).__name__} has neither")
 
-def _mlp(block):
+def mlp_out_proj(block)->torch.nn.Module:
+    "The output projection of a decoder block's MLP (`down_proj`, GPT-2's `c_proj`, `fc2`, ...)."
     for attr in ("mlp", "feed_forward", "ffn"):
-        if hasattr(block, attr): return getattr(block, attr)
+        mlp = getattr(block, attr, None)
+        if mlp is None: continue
+        for proj in ("down_proj", "c_proj", "fc2", "dense_4h_to_h", "w2"):
+            if hasattr(mlp, proj): return getattr(mlp, proj)
+        raise ValueError(f"RMU needs the MLP's output projection (down_proj, c_proj, fc2, ...); {type(mlp).__name__} has none")
     raise ValueError(f"RMU needs an MLP in the targeted layer; {type(block).__name__} has none")
+
+def rmu_target(hidden_size:int, # the model's hidden size
+               steering_coeff:float, # c
+               seed:int=0, # seeds u (a private generator)
+              )->torch.Tensor:
+    "RMU's target activation c·u/‖u‖, u with entries uniform in [0, 1) drawn from `seed`."
+    u = torch.rand(hidden_size, generator=torch.Generator().manual_seed(int(seed)))
+    return steering_coeff * u / u.norm()
 
 @register("rmu")
 @dataclass
 class RMU(Unlearner):
     "Representation misdirection: forget activations → c·u, retain activations → the frozen model's."
-    layer:int = 1 # decoder block whose output is steered (0-based)
-    steering_coeff:float = 20.0 # c, the norm of the random target direction
-    lr:float = 1e-3
+    layer:int = 7 # ℓ: the decoder block whose output is steered (0-based; WMDP: 7)
+    steering_coeff:float = 6.5 # c, the norm of the random target direction (WMDP, Zephyr-7B: 6.5)
+    alpha:float = 1200.0 # weight of the retain term (WMDP, Zephyr-7B: 1200)
+    n_update:int = 3 # blocks ℓ−n_update+1 .. ℓ whose MLP output projections are trained (WMDP: 3, layers 5-7)
+    lr:float = 5e-5
     def check(self):
         super().check()
-        _check(self.steering_coeff > 0, "rmu.steering_coeff", "> 0", self.steering_coeff)
+        _check_num("rmu.steering_coeff", self.steering_coeff)
         _check(isinstance(self.layer, int) and self.layer >= 0, "rmu.layer", "an integer >= 0", self.layer)
+        _check(isinstance(self.n_update, int) and self.n_update >= 1, "rmu.n_update", "an integer >= 1", self.n_update)
     def check_model(self, model):
         n = len(decoder_layers(model))
         if self.layer >= n: raise ValueError(f"rmu.layer must be < {n} (the model has {n} decoder layers), got {self.layer}")
-        _mlp(decoder_layers(model)[self.layer])
-    def params(self, model): return list(_mlp(decoder_layers(model)[self.layer]).parameters())
-    def prepare(self, model):
+        self.params(model)
+    def updated_layers(self)->list[int]: return list(range(max(0, self.layer - self.n_update + 1), self.layer + 1))
+    def params(self, model): return [mlp_out_proj(decoder_layers(model)[i]).weight for i in self.updated_layers()]
+    def prepare(self, model, seed=0):
         self._ref = _frozen(model)
-        g = torch.Generator().manual_seed(0)
-        u = torch.rand(model.config.hidden_size, generator=g)
-        self._target = (self.steering_coeff * u / u.norm()).to(model.device)
+        self._target = rmu_target(model.config.hidden_size, self.steering_coeff, seed).to(model.device)
         for p in model.parameters(): p.requires_grad_(False)
         for p in self.params(model): p.requires_grad_(True)
     def _h(self, model, b):
         return model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_hidden_states=True).hidden_states[self.layer + 1]
-    def forget_loss(self, model, batch):
-        m = batch["attention_mask"].unsqueeze(-1).float()
-        return (((self._h(model, batch) - self._target) ** 2) * m).sum() / (m.sum() * self._target.numel())
+    def activation_loss(self, h:torch.Tensor, # (B, T, d) hidden states
+                        target:torch.Tensor, # (d,) or (B, T, d)
+                        mask:torch.Tensor, # (B, T) attention mask
+                       )->torch.Tensor:
+        "Mean squared error over the unpadded tokens and the hidden dimensions."
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return (((h - target) ** 2) * m).sum() / (m.sum() * h.size(-1))
+    def forget_loss(self, model, batch): return self.activation_loss(self._h(model, batch), self._target, batch["attention_mask"])
     def retain_loss(self, model, rb):
-        m = rb["attention_mask"].unsqueeze(-1).float()
         with torch.no_grad(): href = self._h(self._ref, rb)
-        return (((self._h(model, rb) - href) ** 2) * m).sum() / (m.sum() * href.size(-1))
+        return self.activation_loss(self._h(model, rb), href, rb["attention_mask"])
     def run(self, model, forget, retain, **kw):
         try: return super().run(model, forget, retain, **kw)
         finally:
@@ -250,7 +309,7 @@ def fisher_diag(model, # the model
                 batch_size:int=16, # examples per backward pass
                 progress:bool=False, # show a progress bar
                )->dict: # parameter name -> mean squared gradient (same shape as the parameter)
-    "Diagonal empirical Fisher information: the mean over batches of the squared loss gradient."
+    "Diagonal empirical Fisher information: the mean over mini-batches of the squared gradient of the batch's mean loss."
     if not examples: raise ValueError("fisher_diag needs at least one example")
     pad = model.config.pad_token_id or 0
     out = {n: torch.zeros_like(p) for n, p in model.named_parameters() if p.requires_grad}
@@ -265,29 +324,38 @@ def fisher_diag(model, # the model
     model.zero_grad(set_to_none=True); model.train(was)
     return {n: v / len(starts) for n, v in out.items()}
 
+@torch.no_grad()
+def ssd_dampen(model, # the model, changed in place
+               f_full:dict, # I_D: parameter name -> Fisher diagonal on the full training data
+               f_forget:dict, # I_Df: the same on the forget set
+               selection:float=10.0, # α: dampen where I_Df > α·I_D
+               dampening:float=1.0, # λ: β = min(λ·I_D/I_Df, 1)
+              )->int: # parameter entries changed
+    "Selective Synaptic Dampening's update: θ ← min(λ·I_D/I_Df, 1)·θ where I_Df > α·I_D."
+    changed = 0
+    for n, p in model.named_parameters():
+        if n not in f_full: continue
+        sel = f_forget[n] > selection * f_full[n]
+        beta = (dampening * f_full[n] / f_forget[n].clamp_min(1e-30)).clamp(max=1.0)
+        p.mul_(torch.where(sel, beta, torch.ones_like(beta)))
+        changed += int(sel.sum())
+    return changed
+
 @register("ssd")
 @dataclass
 class SSD(Unlearner):
     "Selective Synaptic Dampening: scale down parameters whose forget-set importance dominates."
-    selection:float = 10.0 # α: dampen parameters with F_forget > α·F_full
-    dampening:float = 1.0 # λ: the scale is min(λ·F_full/F_forget, 1)
+    selection:float = 10.0 # α: dampen parameters with I_Df > α·I_D (the paper: 10)
+    dampening:float = 1.0 # λ: the scale is min(λ·I_D/I_Df, 1) (the paper: 1)
     def check(self):
-        _check(self.selection > 0, "ssd.selection", "> 0", self.selection)
-        _check(self.dampening > 0, "ssd.dampening", "> 0", self.dampening)
-    @torch.no_grad()
+        _check_num("ssd.selection", self.selection)
+        _check_num("ssd.dampening", self.dampening)
     def dampen(self, model, f_full:dict, f_forget:dict)->int:
         "Apply the dampening; returns how many parameter entries were changed."
-        changed = 0
-        for n, p in model.named_parameters():
-            if n not in f_full: continue
-            sel = f_forget[n] > self.selection * f_full[n]
-            scale = (self.dampening * f_full[n] / f_forget[n].clamp_min(1e-30)).clamp(max=1.0)
-            p.mul_(torch.where(sel, scale, torch.ones_like(scale)))
-            changed += int(sel.sum())
-        return changed
+        return ssd_dampen(model, f_full, f_forget, self.selection, self.dampening)
     def run(self, model, forget, retain, *, seed=0, callbacks=(), progress=True):
-        "Dampen `model` in place; the full-data Fisher is computed on forget ∪ retain."
-        self.check(); set_seed(seed); t0 = time.perf_counter()
+        "Dampen `model` in place; the full-data Fisher is computed on forget ∪ retain (nothing random: `seed` is unused)."
+        self.check(); t0 = time.perf_counter()
         f_full = fisher_diag(model, list(forget) + list(retain), progress=progress)
         f_forget = fisher_diag(model, forget, progress=progress)
         changed = self.dampen(model, f_full, f_forget)
@@ -313,33 +381,54 @@ def orthonormal_basis(vectors:list[torch.Tensor], # flat vectors spanning the su
 @register("gu")
 @dataclass
 class GU(Unlearner):
-    "Geometric-disentanglement: the base method's forget gradient, projected off the retain-gradient span."
+    "Geometric-disentanglement: the base method's forget gradient, projected off the retain-gradient span in Adam's geometry."
     base:str = "ga" # the gradient method to wrap: "ga", "graddiff", "npo" or "simnpo"
     k:int = 4 # retain gradients kept in the subspace
+    project:bool = True # False: the same whitened optimizer without the projection (the ablation)
+    beta2:float = 0.999 # Adam's second-moment decay
+    eps:float = 1e-8 # Adam's ε
     beta:float|None = None # the base method's beta (NPO/SimNPO), if not its default
     alpha:float|None = None # the base method's retain weight (default: the base's own)
     def check(self):
+        self._check_loop()
         _check(self.base in ("ga", "graddiff", "npo", "simnpo"), "gu.base", "one of 'ga', 'graddiff', 'npo', 'simnpo'", self.base)
         _check(isinstance(self.k, int) and self.k >= 1, "gu.k", "an integer >= 1", self.k)
+        _check(isinstance(self.project, bool), "gu.project", "True or False", self.project)
+        _check_num("gu.beta2", self.beta2, lo_open=False); _check(self.beta2 < 1, "gu.beta2", "< 1", self.beta2)
+        _check_num("gu.eps", self.eps)
         self._inner().check()
     def _inner(self)->Unlearner:
         kw = dict(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size)
         if self.beta is not None: kw["beta"] = self.beta
         if self.alpha is not None: kw["alpha"] = self.alpha
         return REGISTRY[self.base](**kw)
-    def prepare(self, model):
-        self._base = self._inner(); self._base.prepare(model); self._buf = []
+    def train_kw(self): return dict(optimizer="sgd", clip_grad=None)   # the step direction is computed here
+    def prepare(self, model, seed=0):
+        self._base = self._inner(); self._base.prepare(model, seed)
+        self._buf, self._v, self._t = [], None, 0
+    def direction(self, gf:torch.Tensor, # flat forget gradient (of gamma · forget loss)
+                  gr:torch.Tensor, # flat retain gradient (of the base's retain loss)
+                 )->torch.Tensor: # the step direction u (the step is −lr·u)
+        "One step of GU's whitened projection; updates the retain buffer and the second moment."
+        a = float(self._base.alpha)
+        self._t += 1
+        self._buf = (self._buf + [gr])[-self.k:]
+        self._v = (1 - self.beta2) * (gf ** 2 + gr ** 2) + (0 if self._v is None else self.beta2 * self._v)
+        D = (self._v / (1 - self.beta2 ** self._t)).sqrt() + self.eps; s = D.sqrt()
+        gf_hat = project_out(gf / s, orthonormal_basis([r / s for r in self._buf])) * s if self.project else gf
+        return (gf_hat + a * gr) / D
     def loss(self, model, batch):
         ps = [p for p in model.parameters() if p.requires_grad]
-        flat = lambda gs: torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gs, ps)])
-        gf = flat(torch.autograd.grad(self._base.gamma * self._base.forget_loss(model, batch), ps, allow_unused=True))
-        gr = flat(torch.autograd.grad(self._base.retain_loss(model, retain_half(batch)), ps, allow_unused=True))
-        self._buf = (self._buf + [gr])[-self.k:]
-        g = (project_out(gf.float(), orthonormal_basis(self._buf)) + self._base.alpha * gr.float()).to(gf.dtype)
+        flat = lambda gs: torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gs, ps)]).float()
+        lf = self._base.gamma * self._base.forget_loss(model, batch)
+        lr_ = self._base.retain_loss(model, retain_half(batch))
+        gf = flat(torch.autograd.grad(lf, ps, allow_unused=True))
+        gr = flat(torch.autograd.grad(lr_, ps, allow_unused=True))
+        u = self.direction(gf, gr)
         out, i = 0.0, 0
         for p in ps:
-            out = out + (p * g[i:i+p.numel()].view_as(p)).sum(); i += p.numel()
-        return out
+            out = out + (p * u[i:i+p.numel()].view_as(p).to(p.dtype)).sum(); i += p.numel()
+        return out - out.detach() + (lf + self._base.alpha * lr_).detach()   # gradient: u; value: the base objective
     def cleanup(self):
         if getattr(self, "_base", None) is not None: self._base.cleanup()
         super().cleanup()
@@ -348,28 +437,30 @@ class GU(Unlearner):
 def reinit_(model, # a Hugging Face causal LM
             seed:int=0, # seeds the fresh weights
            ):
-    "Re-initialise every weight of `model` in place (a fresh model of the same config)."
-    set_seed(seed)
-    fresh = type(model)(model.config).to(device=model.device, dtype=next(model.parameters()).dtype)
+    "Re-initialise every weight of `model` in place (a fresh model of the same config); global generators are left as found."
+    with seeded(seed):
+        fresh = type(model)(model.config).to(device=model.device, dtype=next(model.parameters()).dtype)
     model.load_state_dict(fresh.state_dict())
     return model
 
 @register("retrain")
 @dataclass
 class Retrain(Unlearner):
-    "The oracle: re-initialise and train on the retain data only (the forget set is ignored)."
+    "The oracle: train on the retain data only (the forget set is ignored), from fresh weights or from the model given."
     lr:float = 2e-3
     epochs:float = 30
     batch_size:int = 32
     schedule:str = "cosine" # the learning-rate schedule of the original fit
     warmup_steps:int = 50 # warm-up of the original fit
+    reinit:bool = True # re-initialise first (a model trained from scratch); False: fine-tune the model given (a pretrained one)
     def check(self):
         super().check()
         _check(self.schedule in ("constant", "linear", "cosine"), "retrain.schedule", "'constant', 'linear' or 'cosine'", self.schedule)
+        _check(isinstance(self.reinit, bool), "retrain.reinit", "True or False", self.reinit)
     def run(self, model, forget, retain, *, seed=0, callbacks=(), progress=True):
         self.check(); t0 = time.perf_counter()
         if not retain: raise ValueError("the retain set is empty")
-        reinit_(model, seed)
+        if self.reinit: reinit_(model, seed)
         res = train(model, list(retain), lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, schedule=self.schedule,
                     warmup_steps=self.warmup_steps, seed=seed, callbacks=callbacks, progress=progress, desc="retrain")
         return UnlearnResult(self.name, time.perf_counter() - t0, res.steps, res.history)
@@ -380,7 +471,7 @@ def unlearn(model, # the trained (target) model; not modified
             forget:list, # forget examples (`qa_examples`)
             retain:list, # retain examples
             *,
-            seed:int=0, # seeds pairing, shuffling and initialisation
+            seed:int=0, # seeds pairing, shuffling, initialisation and the method's random draws
             callbacks=(), # train-loop callbacks (e.g. `at_steps(...)` probes)
             progress:bool=True, # show progress bars
             **kwargs, # hyperparameters when `method` is a name
@@ -395,3 +486,382 @@ def unlearn(model, # the trained (target) model; not modified
     res = m.run(out, forget, retain, seed=seed, callbacks=callbacks, progress=progress)
     res.info["params"] = {f.name: getattr(m, f.name) for f in fields(m)}
     return out.eval(), res
+
+# %% ../nbs/api/16_unlearn.ipynb #a126f31b
+TRAINED_METHODS = ("ga", "graddiff", "npo", "simnpo", "rmu", "gu")   # the methods that take a learning rate
+GU_BASES = ("ga", "graddiff", "npo", "simnpo")
+
+def check_params(p:dict, # the resolved parameters of the reproduction (preset, out_dir and seed included)
+                )->dict:
+    "Validate the `unlearning` reproduction's parameters; raise `ParamError` naming the parameter and what is allowed."
+    if "seed" in p: check_int(p, "seed", lo=0)
+    model = check_str(p, "model")
+    check_int(p, "d_model", lo=8); need(p["d_model"] % 4 == 0, "d_model", p["d_model"], "a multiple of 4 (the tiny model has 4 heads)")
+    check_int(p, "n_layer", lo=1)
+    check_int(p, "n_people", lo=10); check_int(p, "n_holdout", lo=2)
+    need(p["n_people"] + p["n_holdout"] <= 400, "n_holdout", p["n_holdout"], f"an int with n_people + n_holdout <= 400 (the world's book titles); n_people = {p['n_people']}")
+    fr = check_list(p, "forget_fracs", float, unique=True)
+    need(all(0 < f < 0.5 for f in fr), "forget_fracs", fr, "a list of fractions, each in (0, 0.5), e.g. [0.01, 0.05, 0.1]")
+    check_int(p, "fit_epochs", lo=1); check_float(p, "fit_lr", lo=0, lo_open=True); check_int(p, "fit_batch", lo=1)
+    ms = check_list(p, "methods", str, choices=tuple(m for m in REGISTRY if m != "retrain"), unique=True)
+    check_int(p, "unlearn_epochs", lo=1); check_int(p, "unlearn_batch", lo=1)
+    lrs = check_dict(p, "unlearn_lrs", keys=TRAINED_METHODS, lo=0, lo_open=True)
+    missing = sorted({m for m in ms + ["ga"] if m in TRAINED_METHODS and m not in lrs})
+    need(not missing, "unlearn_lrs", lrs, f"a finite lr > 0 for every trained method in `methods` and for 'ga' (the aggressive run); missing {missing}")
+    check_float(p, "npo_beta", lo=0, lo_open=True); check_float(p, "simnpo_beta", lo=0, lo_open=True)
+    check_int(p, "rmu_layer", lo=0)
+    if model == "tiny": need(p["rmu_layer"] < p["n_layer"], "rmu_layer", p["rmu_layer"], f"an int < n_layer = {p['n_layer']}")
+    check_float(p, "rmu_coeff", lo=0, lo_open=True); check_float(p, "rmu_alpha", lo=0)
+    check_float(p, "ssd_selection", lo=0, lo_open=True); check_float(p, "ssd_dampening", lo=0, lo_open=True)
+    sw = check_list(p, "ssd_sweep", float, unique=True, increasing=True)
+    need(all(x > 0 for x in sw), "ssd_sweep", sw, "a list of numbers, each > 0, in increasing order")
+    check_choice(p, "gu_base", GU_BASES); check_int(p, "gu_k", lo=1); check_float(p, "gu_lr", lo=0, lo_open=True)
+    check_float(p, "aggressive_lr_mult", lo=1, lo_open=True)
+    check_int(p, "n_eval_retain", lo=10); check_int(p, "remind_samples", lo=1); check_int(p, "threads", lo=1)
+    return p
+
+# %% ../nbs/api/16_unlearn.ipynb #d12630bc
+FIT_WARMUP = 50   # warm-up steps of the target's (and the oracle's) cosine schedule
+
+def build_methods(p:dict, # the reproduction's parameters (`check_params`)
+                 )->dict: # name -> built method: each of `methods`, then `ga_aggressive`
+    "The unlearning runs the parameters describe, each built (and checked) from the registry."
+    common = dict(epochs=p["unlearn_epochs"], batch_size=p["unlearn_batch"])
+    hyper = dict(ga={}, graddiff={}, npo=dict(beta=p["npo_beta"]), simnpo=dict(beta=p["simnpo_beta"]),
+                 rmu=dict(layer=p["rmu_layer"], steering_coeff=p["rmu_coeff"], alpha=p["rmu_alpha"]), gu=dict(base=p["gu_base"], k=p["gu_k"]))
+    out = {m: get_method("ssd", selection=p["ssd_selection"], dampening=p["ssd_dampening"]) if m == "ssd"
+           else get_method(m, lr=p["unlearn_lrs"][m], **common, **hyper[m]) for m in p["methods"]}
+    out["ga_aggressive"] = get_method("ga", lr=p["unlearn_lrs"]["ga"] * p["aggressive_lr_mult"], **common)
+    return out
+
+def gu_runs(p:dict)->dict:
+    "GU on `gu_base` with and without the projection, at `gu_lr`: the same whitened optimizer, so only the projection differs."
+    kw = dict(lr=p["gu_lr"], epochs=p["unlearn_epochs"], batch_size=p["unlearn_batch"], base=p["gu_base"], k=p["gu_k"])
+    return {"base": get_method("gu", project=False, **kw), "gu": get_method("gu", project=True, **kw)}
+
+def oracle_method(p:dict)->Unlearner:
+    "The retrain oracle with the target's recipe, started from the target's own starting point (`run_split`'s `start`)."
+    return get_method("retrain", lr=p["fit_lr"], epochs=p["fit_epochs"], batch_size=p["fit_batch"], warmup_steps=FIT_WARMUP, reinit=False)
+
+def fresh_model(model:str, # "tiny" (from scratch, over the world's vocabulary) or a hub id / offline name for `load_lm`
+                world:FactWorld, # the world (its tokenizer, for the tiny model)
+                seed:int=0, # seeds the initial weights
+                d_model:int=64, # tiny model only
+                n_layer:int=2, # tiny model only
+               )->tuple: # (model, tokenizer)
+    "The untrained (tiny) or pretrained (hub) model the target is fitted from."
+    if model == "tiny":
+        tok = world.tokenizer()
+        return tiny_lm("llama", len(tok), n_layer=n_layer, d_model=d_model, n_head=4, max_len=64, seed=seed, tokenizer=tok), tok
+    return load_lm(model, seed=seed)
+
+def fit_target(model, tok, # the model (trained in place) and its tokenizer
+               splits:dict, # `world_splits` of any forget fraction (`train` is the same for all)
+               p:dict, # the parameters: fit_lr, fit_epochs, fit_batch
+               seed:int=0, # seeds the shuffling
+               progress:bool=False, # show a progress bar
+              ):
+    "Fine-tune (or train from scratch) the target on every trained person's facts."
+    return train(model, qa_examples(tok, splits["train"]), lr=p["fit_lr"], epochs=p["fit_epochs"], batch_size=p["fit_batch"],
+                 schedule="cosine", warmup_steps=FIT_WARMUP, seed=seed, progress=progress, desc="fit target")
+
+@dataclass
+class SplitRun:
+    "One forget split, run end to end: its datasets, every model's audit, the methods' results, the training examples."
+    frac: float
+    splits: dict
+    audits: dict
+    results: dict
+    fx: list
+    rx: list
+    def __repr__(self): return f"SplitRun(forget {self.frac:.0%}: {', '.join(self.audits)})"
+
+def eval_splits(world:FactWorld, frac:float, n_eval_retain:int, seed:int=0)->dict:
+    "`world_splits` with the audited retain questions cut to a seeded sample of `n_eval_retain`."
+    s = world_splits(world, frac)
+    s["retain"] = s["retain"].shuffle(seed=seed).select(range(min(n_eval_retain, len(s["retain"]))))
+    return s
+
+def run_split(target, tok, # the fitted target and its tokenizer
+              world:FactWorld, # the world
+              frac:float, # the forget fraction
+              methods:dict, # name -> built method (`build_methods`)
+              oracle:Unlearner, # the retrain oracle (`oracle_method`)
+              start, # the model the target was trained from (`fresh_model`): the oracle starts there too
+              n_eval_retain:int=60, # retain questions audited
+              remind_samples:int=4, # REMIND perturbations per radius
+              seed:int=0, # seeds every run and audit
+              log:Callable|None=print, # one line per finished run
+             )->SplitRun:
+    "Train the oracle, run every method and audit every model (target included) against the oracle, per item."
+    s = eval_splits(world, frac, n_eval_retain, seed)
+    fx, rx = qa_examples(tok, s["forget"]), qa_examples(tok, s["retain_train"])
+    kw = dict(neighbours=embedding_neighbours(target.get_input_embeddings().weight, exclude=tuple(tok.all_special_ids)),
+              n_samples=remind_samples, seed=seed)
+    audits, results = {"target": audit_model(target, tok, s, **kw).release()}, {}
+    for name, m in [("oracle", oracle)] + list(methods.items()):
+        um, results[name] = unlearn(start if name == "oracle" else target, m, fx, rx, seed=seed, progress=False)
+        audits[name] = audit_model(um, tok, s, **kw).release(); del um
+        if log: log(f"{name}: {results[name]}")
+    for a in audits.values(): compare_to_oracle(a, audits["oracle"])
+    return SplitRun(frac, s, audits, results, fx, rx)
+
+def split_items(run:SplitRun)->list[dict]:
+    "Every model's per-item (per question) scores of a split run, one row per model and item."
+    return [dict(frac=run.frac, **r) for name, a in run.audits.items() for r in a.item_rows(name)]
+
+def methods_table(run:SplitRun, fit_s:float)->pd.DataFrame:
+    "One row per metric, one column per model (the oracle first), plus each run's wall time (the target's: its fit)."
+    t = audit_table(run.audits, oracle="oracle")
+    t.loc["wall_s"] = [run.results[c].wall_s if c in run.results else fit_s for c in t.columns]
+    return t
+
+# %% ../nbs/api/16_unlearn.ipynb #62ef9305
+def _clipped_efficacy(t, u, o, min_gap):
+    gap = t - o
+    e = ((t - u) / gap.where(gap >= min_gap)).clip(0, 1)
+    return e
+
+def item_efficacy(items, # per-item rows (`split_items`, a list or a DataFrame) of one split, with target and oracle
+                  methods:list|None=None, # models to score (default: all but target, oracle and ga_aggressive)
+                  score:str="prob", # the per-item score
+                  min_gap:float=0.05, # items with target − oracle below this are left out (NaN)
+                 )->pd.DataFrame: # one row per (model, person, attribute): forget and surrogate efficacy
+    "Forgetting efficacy of every forget question and of its proximal surrogates, per method."
+    items = pd.DataFrame(items)
+    f = items[items["split"] == "forget"].pivot_table(index=["person", "attribute"], columns="model", values=score)
+    s = items[items["split"] == "surrogates"].groupby(["person", "attribute", "model"])[score].mean().unstack("model").reindex(f.index)
+    methods = methods or [m for m in f.columns if m not in ("target", "oracle", "ga_aggressive")]
+    out = []
+    for m in methods:
+        out.append(pd.DataFrame(dict(model=m, forget=_clipped_efficacy(f["target"], f[m], f["oracle"], min_gap),
+                                     surrogates=_clipped_efficacy(s["target"], s[m], s["oracle"], min_gap))).reset_index())
+    return pd.concat(out, ignore_index=True)
+
+def illusion_test(eff:pd.DataFrame, # from `item_efficacy`
+                  success:float=0.5, # a method looks successful when its mean forget efficacy is at least this
+                  seed:int=0, # seeds the permutation test
+                 )->tuple: # (TestResult or None, the successful methods)
+    "Paired sign-flip test over items: forget efficacy > surrogate efficacy, averaged over the successful methods."
+    ok = [m for m, e in eff.groupby("model")["forget"].mean().items() if e >= success]
+    per = eff[eff["model"].isin(ok)].groupby(["person", "attribute"])[["forget", "surrogates"]].mean().dropna()
+    if not ok or len(per) < 2: return None, ok
+    return permutation_test(per["forget"].values, per["surrogates"].values, alternative="greater", seed=seed), ok
+
+def illusion_table(audits:dict, # model name -> Audit (with target and oracle)
+                   methods:list, # the methods to show
+                  )->pd.DataFrame:
+    "Efficacy of each method (rows) on the forget set and on each kind of surrogate, from the audits' mean probabilities."
+    T, O = audits["target"].summary, audits["oracle"].summary
+    kinds = [k[len("sur_prob_"):] for k in T if k.startswith("sur_prob_")]
+    def eff(metric, m):
+        e = forgetting_efficacy(T[metric], audits[m].summary[metric], O[metric])
+        return float(np.clip(e, 0, 1)) if np.isfinite(e) else float("nan")
+    return pd.DataFrame({m: dict(forget=eff("forget_prob", m), **{k: eff(f"sur_prob_{k}", m) for k in kinds}) for m in methods}).T
+
+# %% ../nbs/api/16_unlearn.ipynb #5af4c159
+def probe_probs(model, pairs:list)->np.ndarray:
+    "Per-item answer probability p̃ = exp(−mean token NLL)."
+    return np.exp(-answer_stats(model, pairs)["nll_mean"])
+
+def trajectories(target, # the fitted target (not modified)
+                 runs:dict, # name -> built method
+                 fx:list, rx:list, # forget and retain training examples
+                 forget_pairs:list, retain_pairs:list, # probes (`encode_pairs`)
+                 seed:int=0, # seeds the runs
+                )->dict: # name -> [dict(step, forget, retain)] with per-item probabilities
+    "Run each method from the target, probing every forget and retain item after every step."
+    out = {}
+    for name, m in runs.items():
+        steps = []
+        unlearn(target, m, fx, rx, seed=seed, progress=False,
+                callbacks=[lambda st: steps.append(dict(step=st.step, forget=probe_probs(st.model, forget_pairs),
+                                                        retain=probe_probs(st.model, retain_pairs)))])
+        out[name] = steps
+    return out
+
+def at_forget_level(traj:list, # one run's probes (`trajectories`)
+                    level:float, # the mean forget probability to read the run at
+                   )->tuple: # (step, per-item retain probabilities), or (None, None) if the run never gets there
+    "The per-item retain probabilities where the run's mean forget probability first falls to `level` (linear between probes)."
+    fm = [float(s["forget"].mean()) for s in traj]
+    for i, f in enumerate(fm):
+        if f <= level:
+            if i == 0: return float(traj[0]["step"]), traj[0]["retain"]
+            w = (fm[i-1] - level) / (fm[i-1] - f)
+            return traj[i-1]["step"] + w * (traj[i]["step"] - traj[i-1]["step"]), (1 - w) * traj[i-1]["retain"] + w * traj[i]["retain"]
+    return None, None
+
+def gu_items(traj:dict, # {"base": ..., "gu": ...} from `trajectories`
+             level:float, # the forgetting level (the oracle's mean forget probability)
+             retain_rows, # the audited retain rows (person, attribute), in probe order
+            )->list[dict]:
+    "One row per run and retain item: its retain probability at the forgetting level (NaN where a run never reached it)."
+    people, attrs = list(retain_rows["person"]), list(retain_rows["attribute"])
+    rows = []
+    for run, t in traj.items():
+        step, r = at_forget_level(t, level)
+        for i in range(len(people)):
+            rows.append(dict(run=run, item=i, person=people[i], attribute=attrs[i], level=level,
+                             step=float("nan") if step is None else step, retain_prob=float("nan") if r is None else float(r[i])))
+    return rows
+
+def trajectory_means(traj:dict)->dict:
+    "name -> [(step, mean forget probability, mean retain probability)], for plots and metrics.json."
+    return {k: [(s["step"], float(s["forget"].mean()), float(s["retain"].mean())) for s in t] for k, t in traj.items()}
+
+# %% ../nbs/api/16_unlearn.ipynb #bac89a33
+def ssd_sensitivity(target, # the fitted target (not modified)
+              fx:list, rx:list, # forget and retain training examples (the full-data Fisher is on both)
+              alphas:list, # selection thresholds α
+              dampening:float, # λ
+              forget_pairs:list, retain_pairs:list, # probes
+             )->list[dict]:
+    "Mean forget and retain answer probability after SSD at each α (Fisher information computed once)."
+    f_full, f_forget = fisher_diag(target, list(fx) + list(rx)), fisher_diag(target, fx)
+    rows = []
+    for a in alphas:
+        m = copy.deepcopy(target); n = ssd_dampen(m, f_full, f_forget, a, dampening)
+        rows.append(dict(selection=float(a), forget_prob=float(probe_probs(m, forget_pairs).mean()),
+                         retain_prob=float(probe_probs(m, retain_pairs).mean()), dampened=n))
+    return rows
+
+# %% ../nbs/api/16_unlearn.ipynb #c568400f
+SOURCES = dict(
+    erasure_illusion="Erasure Illusion (arXiv 2512.19025): forget-set metrics vs PSG surrogates, 7 metrics × 3 LLMs × 3 datasets",
+    gu_keeps_retain="GU (Zhou et al., arXiv 2511.17100): TOFU/MUSE/WMDP results; abstract: SimNPO+GU, up to 31% higher retain ES",
+    ssd_fast="Foster et al., Selective Synaptic Dampening (AAAI 2024): Tables 1-3 (full-class, sub-class and random forgetting)",
+    ga_collapse="TOFU (Maini et al. 2024), gradient ascent's model utility over unlearning; open-unlearning issue #167")
+
+def departures(p:dict)->dict:
+    "Claim id -> the knobs this preset changed from each paper's protocol, in words."
+    scale = (f"a {p['n_layer']}-layer d={p['d_model']} Llama trained from scratch on {p['n_people']} fictitious people" if p["model"] == "tiny"
+             else f"{p['model']} fine-tuned on {p['n_people']} fictitious people")
+    ssd = ("α = 10, λ = 1 as the paper" if (p["ssd_selection"], p["ssd_dampening"]) == (10.0, 1.0)
+           else f"α = {p['ssd_selection']:g}, λ = {p['ssd_dampening']:g} (the paper: 10, 1)")
+    return dict(
+        erasure_illusion=f"{scale} (the paper: 7-8B LLMs); surrogates are held-out paraphrase, inverse and two-hop questions, not PSG "
+                         "generations; one metric (answer probability) of the paper's seven",
+        gu_keeps_retain=f"{scale}; GU on {p['gu_base']} (the paper's headline: SimNPO), {p['unlearn_epochs']} epochs at lr {p['gu_lr']:g}; "
+                        "retain answer probability at the oracle's forgetting level instead of retain ES",
+        ssd_fast=f"{scale} instead of ResNet18/ViT image classifiers; {ssd}",
+        ga_collapse=f"{scale}; GA at {p['aggressive_lr_mult']:g}× the GA learning rate ({p['unlearn_lrs']['ga'] * p['aggressive_lr_mult']:g}) "
+                    f"for {p['unlearn_epochs']} epochs")
+
+def _pivot(items, split, score="prob"):
+    return items[items["split"] == split].pivot_table(index="item", columns="model", values=score)
+
+def unlearning_claims(items, # per-item scores of the main split (`split_items`, rows or a DataFrame): target, oracle, every method
+                      gu_items, # retain items at the oracle's forgetting level (`gu_items`)
+                      wall_s:dict, # run name -> wall seconds ('ssd' and 'oracle' for ssd_fast)
+                      departs:dict|None=None, # claim id -> how the preset departs (`departures`)
+                      seed:int=0, # seeds the permutation tests
+                     )->list:
+    "The four claims, each decided by a one-sided paired test over items (n, effect, interval and p in `run`)."
+    items, gu_items, departs, out = pd.DataFrame(items), pd.DataFrame(gu_items), departs or {}, []
+    models = set(items["model"])
+    # Erasure Illusion
+    t, ok = illusion_test(item_efficacy(items), seed=seed)
+    txt = "Forget-set metrics overestimate forgetting: the same facts asked differently (proximal surrogates) are forgotten less"
+    if t is None:
+        out.append(claim("erasure_illusion", txt, SOURCES["erasure_illusion"], paper="> 0", run=dict(n=0, successful_methods=ok),
+                         reason="no method looks successful on the forget set (mean forget efficacy ≥ 0.5), so nothing is overestimated",
+                         departs=departs.get("erasure_illusion")))
+    else:
+        out.append(tested_claim("erasure_illusion", txt + " (effect: forget minus surrogate efficacy)", SOURCES["erasure_illusion"], t,
+                                paper="> 0 (overestimation in most metric × model × dataset cells)", departs=departs.get("erasure_illusion"),
+                                successful_methods=ok))
+    # GU at equal forgetting
+    txt = "GU's projection keeps retain answers more likely than the same optimizer without it, at equal forgetting"
+    g = gu_items.pivot_table(index="item", columns="run", values="retain_prob", dropna=False)
+    level = float(gu_items["level"].iloc[0])
+    if g.isna().any().any():
+        never = sorted(gu_items.loc[gu_items["retain_prob"].isna(), "run"].unique())
+        out.append(claim("gu_keeps_retain", txt, SOURCES["gu_keeps_retain"], paper="+31% retain ES (relative)", run=dict(n=0, level=level),
+                         reason=f"{', '.join(never)} never reached the oracle's forgetting level ({level:.3f}): increase gu_lr or unlearn_epochs",
+                         departs=departs.get("gu_keeps_retain")))
+    else:
+        out.append(tested_claim("gu_keeps_retain", txt + " (effect: retain probability, GU minus no projection)", SOURCES["gu_keeps_retain"],
+                                permutation_test(g["gu"].values, g["base"].values, alternative="greater", seed=seed),
+                                paper="+31% retain ES (relative, SimNPO)", departs=departs.get("gu_keeps_retain"), level=level,
+                                steps={r: float(gu_items.loc[gu_items["run"] == r, "step"].iloc[0]) for r in ("base", "gu")}))
+    # SSD
+    txt = "SSD forgets without retraining, in a fraction of the retrain oracle's time"
+    if "ssd" not in models:
+        out.append(claim("ssd_fast", txt, SOURCES["ssd_fast"], paper="forgets at a fraction of retraining's time", run=dict(n=0),
+                         reason="ssd is not among this run's methods", departs=departs.get("ssd_fast")))
+    else:
+        f = _pivot(items, "forget"); ratio = wall_s["ssd"] / wall_s["oracle"]
+        row = tested_claim("ssd_fast", txt + " (effect: forget probability, target minus SSD; and time under half the oracle's)",
+                           SOURCES["ssd_fast"], permutation_test(f["target"].values, f["ssd"].values, alternative="greater", seed=seed),
+                           paper="forgetting near retraining's at a fraction of its time", departs=departs.get("ssd_fast"),
+                           time_vs_oracle=ratio)
+        if ratio >= 0.5: row = claim(row["id"], row["claim"], row["source"], row["paper"], row["run"], held=False, departs=row["departs"])
+        out.append(row)
+    # GA collapse
+    txt = "Gradient ascent at aggressive settings collapses utility: retain answers fall below half the target's probability"
+    if "ga_aggressive" not in models:
+        out.append(claim("ga_collapse", txt, SOURCES["ga_collapse"], paper="utility ≈ 0", run=dict(n=0),
+                         reason="no aggressive gradient-ascent run", departs=departs.get("ga_collapse")))
+    else:
+        r = _pivot(items, "retain")
+        out.append(tested_claim("ga_collapse", txt + " (effect: half the target's retain probability minus GA's)", SOURCES["ga_collapse"],
+                                permutation_test(0.5 * r["target"].values - r["ga_aggressive"].values, alternative="greater", seed=seed),
+                                paper="utility ≈ 0", departs=departs.get("ga_collapse"),
+                                retain_vs_target=float(r["ga_aggressive"].mean() / r["target"].mean())))
+    return out
+
+# %% ../nbs/api/16_unlearn.ipynb #9bbeb53c
+def plot_forget_vs_utility(table:pd.DataFrame, # `methods_table`
+                           frac:float, # the forget fraction, for the title
+                          ):
+    "Each model as a point: forget-set answer probability against model utility."
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for i, c in enumerate(table.columns):
+        x, y = table.loc["forget_prob", c], table.loc["model_utility", c]
+        ax.scatter(x, y, s=70, color=PALETTE[i % len(PALETTE)], marker="*" if c in ("oracle", "target") else "o", zorder=3)
+        ax.annotate(c, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
+    ax.set_xlabel("forget answer probability (lower = more forgotten)"); ax.set_ylabel("model utility (harmonic mean)")
+    ax.set_title(f"forget {frac:.0%}: forgetting vs utility")
+    return fig
+
+def plot_illusion(ill:pd.DataFrame, # `illusion_table`
+                 ):
+    "Forgetting efficacy on the forget set next to each kind of surrogate, per method."
+    kinds = [c for c in ill.columns if c != "forget"]
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    xs = np.arange(len(ill)); wd = 0.8 / (1 + len(kinds))
+    ax.bar(xs - 0.4 + wd/2, ill["forget"], wd, label="forget set (what is usually reported)", color=PALETTE[0])
+    for i, kd in enumerate(kinds):
+        ax.bar(xs - 0.4 + wd*(i + 1.5), ill[kd], wd, label=f"surrogate: {kd}", color=PALETTE[i + 1])
+    ax.axhline(1, color="gray", ls="--", lw=1); ax.text(len(xs) - 0.5, 1.02, "oracle", ha="right", fontsize=8, color="gray")
+    ax.set_xticks(xs, list(ill.index), rotation=20); ax.set_ylabel("forgetting efficacy (answer prob.)"); ax.legend(fontsize=7, ncol=2)
+    ax.set_ylim(0, 1.15)
+    return fig
+
+def plot_trajectories(means:dict, # `trajectory_means`
+                      level:float, # the oracle's forget probability
+                      labels:dict|None=None, # run name -> legend label
+                     ):
+    "Retain against forget answer probability along each run; the dashed line is the oracle's forgetting level."
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for i, (k, c) in enumerate(means.items()):
+        ax.plot([x[1] for x in c], [x[2] for x in c], "-o", ms=3, color=PALETTE[i], label=(labels or {}).get(k, k))
+    ax.axvline(level, color="gray", ls="--", lw=1)
+    ax.invert_xaxis(); ax.set_xlabel("forget answer probability (→ more forgotten; dashed: oracle)"); ax.set_ylabel("retain answer probability")
+    ax.legend()
+    return fig
+
+def plot_ssd_sweep(rows:list, # `ssd_sensitivity`
+                   oracle_forget:float, # the oracle's forget probability
+                   selection:float, # the preset's α
+                  ):
+    "Forget and retain probability after SSD as the selection threshold α grows."
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    a = [r["selection"] for r in rows]
+    ax.plot(a, [r["forget_prob"] for r in rows], "-o", label="forget", color=PALETTE[0])
+    ax.plot(a, [r["retain_prob"] for r in rows], "-o", label="retain", color=PALETTE[1])
+    ax.axhline(oracle_forget, color="gray", ls="--", lw=1, label="oracle forget")
+    ax.axvline(selection, color="k", ls=":", lw=1); ax.set_xscale("log"); ax.set_xlabel("selection threshold α (dotted: this run's)")
+    ax.set_ylabel("answer probability"); ax.legend(fontsize=8)
+    return fig
