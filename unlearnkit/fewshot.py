@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from .core import cache_dir, check_choice, check_float, check_int, check_list, check_str, need, ParamError
 from .stats import binom_test, permutation_test
-from .claims import tested_claim
+from .claims import claim, tested_claim
 from .plots import chance_line
 from .data import load_play, split_sentences, word_chunks, load_hub_dataset
 from .evaluate import text_nll, generate, exact_match, rouge_l
@@ -22,14 +22,14 @@ from .train import lm_examples, train, at_steps, causal_lm_loss, steps_per_epoch
 
 # %% auto #0
 __all__ = ['KINDS', 'OFFLINE_KINDS', 'PAPER_REPO', 'PAPER_COMMIT', 'PAPER_EXPTS', 'ITEM_SCORES', 'PARAMS', 'PAPER_MODELS',
-           'PAPER_LRS', 'PAPER_BATCH_SIZES', 'PAPER_1X', 'PAPER_RETAINED', 'invented_name', 'invented_place',
-           'Invented', 'invented_items', 'invented_sentences', 'substitute_one', 'scramble', 'random_words',
-           'shakespeare_sentences', 'shakespeare_vocab', 'shakespeare_stream', 'retention_corpus', 'StimulusSet',
-           'make_stimuli', 'study_texts', 'paper_stimuli', 'load_stimuli', 'stimuli_table', 'recognition_accuracy',
-           'recognition', 'split_half', 'recall', 'recall_summary', 'probe', 'probe_rows', 'exposure_steps', 'study',
-           'log_steps', 'retention', 'restrict_probe', 'study_grid', 'retain', 'item_rows', 'summary_rows',
-           'run_metrics', 'run_tables', 'recall_examples', 'check_params', 'protocol_departures', 'fewshot_claims',
-           'fake_items', 'plot_exposures', 'plot_retention']
+           'PAPER_LRS', 'PAPER_BATCH_SIZES', 'PAPER_1X', 'PAPER_RETAINED', 'LONG_RETENTION', 'invented_name',
+           'invented_place', 'Invented', 'invented_items', 'invented_sentences', 'substitute_one', 'scramble',
+           'random_words', 'shakespeare_sentences', 'shakespeare_vocab', 'shakespeare_stream', 'retention_corpus',
+           'StimulusSet', 'make_stimuli', 'study_texts', 'paper_stimuli', 'load_stimuli', 'stimuli_table',
+           'recognition_accuracy', 'recognition', 'split_half', 'recall', 'recall_summary', 'probe', 'probe_rows',
+           'exposure_steps', 'study', 'log_steps', 'retention', 'restrict_probe', 'study_grid', 'retain', 'item_rows',
+           'summary_rows', 'run_metrics', 'run_tables', 'recall_examples', 'check_params', 'protocol_departures',
+           'fewshot_claims', 'fake_items', 'plot_exposures', 'plot_retention']
 
 # %% ../nbs/api/11_fewshot.ipynb #0d171ca4
 _SYL = ["mar", "vel", "qui", "dor", "tes", "lan", "bri", "os", "ka", "ren", "thu", "ly", "zan", "fi", "del",
@@ -698,6 +698,17 @@ _LABEL = {"novel": "studied sentence vs a novel sentence", "paraphrase": "studie
           "substitution": "studied sentence vs a one-word swap of it", "random": "random word strings",
           "random_vs_natural": "random string vs a natural sentence", "scrambled": "scrambled sentence vs the original"}
 _SRC = "Orhan 2023 (arXiv:2303.17557)"
+LONG_RETENTION = 1000   # updates from which the paper's retention curves are in their slow decline (probes at 1k-100k)
+
+def _long_term(c:dict, # a claim row about survival over continued training
+               steps:int, # how many retention updates the run made
+              )->dict:
+    "The claim as tested when the run retained long enough; otherwise open, with this run's test still in `run`."
+    if steps >= LONG_RETENTION: return c
+    r = c["run"]
+    return claim(c["id"], c["claim"], c["source"], paper=c["paper"], run=r, held=None, departs=c["departs"],
+                 reason=f"retention too short to test it: {steps} updates, the claim is about survival over 1k-100k "
+                        f"(decided from {LONG_RETENTION}); this run's test: effect {r['effect']}, p={r['p']}")
 
 def _novel(df, **sel)->pd.DataFrame:
     "The novel-sentence rows of one probe, in item order."
@@ -744,26 +755,26 @@ def fewshot_claims(items, # `item_rows(...)`, or the run's items.csv read back
         f"fall in recognition, step 0 → {L})", f"{_SRC}, abstract and retention figures; GPT-J recognition 0.997 → 0.961 over 100k steps "
         "(re-eval files, expt 1)", permutation_test(d_recall, d_recog, seed=seed), paper=None, departs=dep["retention"],
         recall_fall=float(d_recall.mean()), recognition_fall=float(d_recog.mean())))
-    out.append(tested_claim(
+    out.append(_long_term(tested_claim(
         "recall_persists", f"Some of the studied sentences are still recalled after continued training (effect: ROUGE-L at step {L} − "
         "before study)", f"{_SRC}, abstract ('even after 100K updates, some of the original examples are still recalled')",
         permutation_test(aL.rouge.to_numpy(), r0, seed=seed), paper=None, departs=dep["retention"],
-        **{f"rouge_step_{L}": float(aL.rouge.mean()), "rouge_0x": float(r0.mean())}))
+        **{f"rouge_step_{L}": float(aL.rouge.mean()), "rouge_0x": float(r0.mean())}), L))
     for k, (paper, at) in PAPER_RETAINED.items():
         g = rt[(rt.kind == k) & (rt.step == L)]
         if g.empty: continue
-        out.append(tested_claim(
+        out.append(_long_term(tested_claim(
             f"recognition_retained_{k}", f"Recognition survives continued training ({_LABEL[k]}; effect: accuracy − 0.5 at step {L})",
             f"{_SRC}, retention figures; expt {_EXPT[k]} re-eval files (GPT-J, 3 exposures, step {at}: {paper})",
-            binom_test(int(g.correct.sum()), len(g)), paper=round(paper - 0.5, 3), departs=dep["retention"]))
+            binom_test(int(g.correct.sum()), len(g)), paper=round(paper - 0.5, 3), departs=dep["retention"]), L))
     return out
 
 # %% ../nbs/api/11_fewshot.ipynb #3c86f2fc
 def fake_items(n:int=20, # novel items
                recall=(0.0, 0.3, 0.6, 0.95), # mean completion ROUGE-L at 0..3 exposures
                recog=(0.5, 0.95, 1.0, 1.0), # recognition accuracy at 0..3 exposures
-               ret_recall={0: 0.95, 10: 0.4, 50: 0.3}, # retention step -> mean ROUGE-L
-               ret_recog={0: 1.0, 10: 1.0, 50: 0.95}, # retention step -> recognition accuracy
+               ret_recall={0: 0.95, 10: 0.4, 1000: 0.3}, # retention step -> mean ROUGE-L
+               ret_recog={0: 1.0, 10: 1.0, 1000: 0.95}, # retention step -> recognition accuracy
                seed:int=0, # seeds the draws
               )->list[dict]:
     "Made-up item rows with the schema of `item_rows` (novel sentences only), for testing claims and tables."
