@@ -6,22 +6,30 @@ Docs: https://unlearnkit.github.io/unlearnkit/api/fewshot.html.md"""
 
 # %% ../nbs/api/11_fewshot.ipynb #274dc220
 from __future__ import annotations
-import json, math, random, re, urllib.request
-from dataclasses import dataclass, field
+import copy, json, math, random, re, time, urllib.request
+from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
-import torch
-from .core import cache_dir
+import pandas as pd
+from .core import cache_dir, check_choice, check_float, check_int, check_list, check_str, need, ParamError
+from .stats import binom_test, permutation_test
+from .claims import claim, tested_claim
+from .plots import chance_line
+from .data import load_play, split_sentences, word_chunks, load_hub_dataset
 from .evaluate import text_nll, generate, exact_match, rouge_l
-from .train import lm_examples, train, at_steps, causal_lm_loss
+from .train import lm_examples, train, at_steps, causal_lm_loss, steps_per_epoch
 
 # %% auto #0
-__all__ = ['KINDS', 'OFFLINE_KINDS', 'PAPER_REPO', 'PAPER_COMMIT', 'PAPER_EXPTS', 'invented_name', 'invented_place', 'Invented',
-           'invented_items', 'invented_sentences', 'substitute_one', 'scramble', 'random_words',
-           'shakespeare_sentences', 'shakespeare_vocab', 'shakespeare_stream', 'retention_corpus', 'StimulusSet',
-           'make_stimuli', 'study_texts', 'paper_stimuli', 'recognition_accuracy', 'recognition', 'split_half',
-           'recall', 'recall_summary', 'probe', 'probe_rows', 'exposure_steps', 'study', 'log_steps', 'retention',
-           'check_params', 'plot_exposures', 'plot_retention']
+__all__ = ['KINDS', 'OFFLINE_KINDS', 'PAPER_REPO', 'PAPER_COMMIT', 'PAPER_EXPTS', 'ITEM_SCORES', 'PARAMS', 'PAPER_MODELS',
+           'PAPER_LRS', 'PAPER_BATCH_SIZES', 'PAPER_1X', 'PAPER_RETAINED', 'LONG_RETENTION', 'invented_name',
+           'invented_place', 'Invented', 'invented_items', 'invented_sentences', 'substitute_one', 'scramble',
+           'random_words', 'shakespeare_sentences', 'shakespeare_vocab', 'shakespeare_stream', 'retention_corpus',
+           'StimulusSet', 'make_stimuli', 'study_texts', 'paper_stimuli', 'load_stimuli', 'stimuli_table',
+           'recognition_accuracy', 'recognition', 'split_half', 'recall', 'recall_summary', 'probe', 'probe_rows',
+           'exposure_steps', 'study', 'log_steps', 'retention', 'restrict_probe', 'study_grid', 'retain', 'item_rows',
+           'summary_rows', 'run_metrics', 'run_tables', 'recall_examples', 'check_params', 'protocol_departures',
+           'fewshot_claims', 'fake_items', 'plot_exposures', 'plot_retention']
 
 # %% ../nbs/api/11_fewshot.ipynb #0d171ca4
 _SYL = ["mar", "vel", "qui", "dor", "tes", "lan", "bri", "os", "ka", "ren", "thu", "ly", "zan", "fi", "del",
@@ -132,7 +140,6 @@ def shakespeare_sentences(n:int, # how many sentences
                           seed:int=0, # seeds the sample
                          )->list[str]:
     "A seeded sample of clean, mid-length sentences from Shakespeare's plays (no speaker labels or stage directions)."
-    from unlearnkit.data import load_play, split_sentences
     pool = []
     for slug in plays:
         for s in split_sentences(load_play(slug).text):
@@ -146,7 +153,6 @@ def shakespeare_vocab(plays:tuple=("the-tempest", "twelfth-night"), # play slugs
                       min_len:int=3, # shortest word kept
                      )->list[str]:
     "The sorted lower-case word list of some plays (the random strings' vocabulary)."
-    from unlearnkit.data import load_play
     words = set()
     for slug in plays: words.update(w for w in re.findall(r"[a-z]+", load_play(slug).text.lower()) if len(w) >= min_len)
     return sorted(words)
@@ -157,7 +163,6 @@ def shakespeare_stream(n:int, # how many passages
                        seed:int=0, # seeds the order
                       )->list[str]:
     "Passages of consecutive words from some plays, shuffled: unrelated text for the retention phase."
-    from unlearnkit.data import load_play, word_chunks
     chunks = [c for slug in plays for c in word_chunks(load_play(slug).text, n_words)]
     random.Random(seed).shuffle(chunks)
     if len(chunks) < n: raise ValueError(f"only {len(chunks)} passages of {n_words} words in {plays}, asked for n={n}")
@@ -172,7 +177,6 @@ def retention_corpus(source:str, # "shakespeare" (offline) or "cnn_dailymail" (h
     "Unrelated text for the retention phase: Shakespeare offline, or CNN/DailyMail articles as in the paper."
     if source == "shakespeare": return shakespeare_stream(n, n_words, seed=seed)
     if source != "cnn_dailymail": raise ValueError(f"source must be 'shakespeare' or 'cnn_dailymail', got {source!r}")
-    from unlearnkit.data import load_hub_dataset, word_chunks
     ds = load_hub_dataset("abisee/cnn_dailymail", "3.0.0", split="train").shuffle(seed=seed)
     out = []
     for row in ds:
@@ -246,6 +250,7 @@ def study_texts(sets:dict, # kind -> StimulusSet
 PAPER_REPO = "eminorhan/llm-memory"
 PAPER_COMMIT = "b7ce973c325e1f001781e43d06fd4224af9c81a9"
 PAPER_EXPTS = {1: "novel", 2: "paraphrase", 3: "substitution", 4: "random", 5: "random_vs_natural", 6: "scrambled"}
+_EXPT = {k: e for e, k in PAPER_EXPTS.items()}   # kind -> experiment number
 
 def _paper_file(expt, which, split, timeout):
     dest = cache_dir("fewshot", "paper", f"expt{expt}")/f"{which}_data_{split}.json"
@@ -276,6 +281,28 @@ def paper_stimuli(expts:tuple=(1, 3, 4, 6), # experiment numbers (keys of `PAPER
         m = min(len(seen), len(foils)) if n is None else min(n, len(seen), len(foils))
         out[PAPER_EXPTS[e]] = StimulusSet(PAPER_EXPTS[e], seen[:m], foils[:m])
     return out
+
+# %% ../nbs/api/11_fewshot.ipynb #f08cf759
+def load_stimuli(stimuli:str, # "offline" (invented sentences, Shakespeare) or "paper" (the official JSON files)
+                 kinds, # kinds to build (offline: `OFFLINE_KINDS`; paper: values of `PAPER_EXPTS`)
+                 n_sentences:int, # pairs for the sentence kinds (paper stimuli: pairs per kind)
+                 n_other:int=8, # pairs for each other offline kind
+                 n_words:int=12, # words per offline random string
+                 split:int=0, # which of the paper's four samples
+                 seed:int=0, # seeds the offline stimuli
+                )->dict: # kind -> StimulusSet, in the order of `kinds`
+    "The stimulus sets a reproduction's parameters name."
+    if stimuli == "offline": return make_stimuli(kinds=tuple(kinds), n_sentences=n_sentences, n_other=n_other, n_words=n_words, seed=seed)
+    if stimuli != "paper": raise ValueError(f"stimuli must be 'offline' or 'paper', got {stimuli!r}")
+    bad = [k for k in kinds if k not in _EXPT]
+    if bad: raise ValueError(f"kinds {bad} are not among the paper's experiments ({', '.join(_EXPT)})")
+    sets = paper_stimuli(tuple(_EXPT[k] for k in kinds), split=split, n=n_sentences)
+    return {k: sets[k] for k in kinds}
+
+def stimuli_table(sets:dict, # kind -> StimulusSet
+                 )->pd.DataFrame:
+    "One row per kind: how many pairs, and the first studied item with its foil."
+    return pd.DataFrame([dict(kind=k, pairs=len(st), studied=st.seen[0], foil=st.foils[0]) for k, st in sets.items()]).set_index("kind")
 
 # %% ../nbs/api/11_fewshot.ipynb #533a54c1
 def recognition_accuracy(seen_nll, # (n,) mean token NLL of each studied item
@@ -380,7 +407,7 @@ def exposure_steps(n_items:int, # studied items
                    batch_size:int, # items per optimizer step
                    exposures, # exposure counts (epochs), e.g. (1, 2, 3)
                   )->dict: # exposures -> the optimizer step at which that many epochs are complete
-    "The optimizer step at which each exposure count is reached."
+    "The optimizer step by which every studied item has been seen `e` times, for each exposure count `e`."
     ex = sorted({int(e) for e in exposures}) if exposures is not None else []
     if not ex or ex[0] < 1:
         raise ValueError(f"exposures must be one or more integers >= 1 (epochs over the study set), got {exposures!r}")
@@ -397,17 +424,19 @@ def study(model, # the pretrained model (trained in place)
           batch_size:int=1, # items per step (the paper's grid for small models: 1, 4, 16)
           seed:int=0, # seeds the shuffles
           progress:bool=True, # show a progress bar
+          before=None, # the probe of the untrained model, when already known (it is then not run again)
          )->dict: # exposures -> probe_fn's result (0 = before study), plus "train": the TrainResult
     "Fine-tune on the study set for max(exposures) epochs, probing after each requested number of exposures."
     if not texts: raise ValueError("the study set is empty: nothing to study")
     at = exposure_steps(len(texts), batch_size, exposures)
-    results = {}
+    when = {0: 0, **{s: e for e, s in at.items()}}   # optimizer step -> exposures completed
+    results = {} if before is None else {0: before}
     def cb(state):
-        e = 0 if state.step == 0 else next(k for k, s in at.items() if s == state.step)
-        if probe_fn is not None: results[e] = probe_fn(state.model)
+        e = when[state.step]
+        if probe_fn is not None and e not in results: results[e] = probe_fn(state.model)
     exs = lm_examples(tok, texts, add_eos=False)
     res = train(model, exs, causal_lm_loss, lr=lr, max_steps=max(at.values()), batch_size=batch_size, schedule="constant",
-                weight_decay=0.0, clip_grad=None, seed=seed, callbacks=[at_steps([0, *at.values()], cb)],
+                weight_decay=0.0, clip_grad=None, seed=seed, callbacks=[at_steps(when, cb)],
                 progress=progress, desc="study")
     results["train"] = res
     return results
@@ -432,6 +461,7 @@ def retention(model, # the model after study (trained further in place)
               batch_size:int=1, # passages per step (the paper: 16)
               seed:int=0, # seeds the shuffles
               progress:bool=True, # show a progress bar
+              start=None, # the probe of the model as it is now (step 0), when already known (it is then not run again)
              )->dict: # step -> probe_fn's result, plus "train": the TrainResult
     "Continue training on unrelated text and probe the studied memories at the given steps."
     if not texts: raise ValueError("the retention text is empty")
@@ -441,8 +471,9 @@ def retention(model, # the model after study (trained further in place)
     if max_steps < 1: raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     if steps[-1] > max_steps:
         raise ValueError(f"probe steps {[s for s in steps if s > max_steps]} are beyond the retention budget max_steps={max_steps}")
-    results = {}
-    def cb(state): results[state.step] = probe_fn(state.model)
+    results = {} if start is None else {0: start}
+    def cb(state):
+        if state.step not in results: results[state.step] = probe_fn(state.model)
     exs = lm_examples(tok, texts, add_eos=False)
     res = train(model, exs, causal_lm_loss, lr=lr, max_steps=max_steps, batch_size=batch_size, schedule="constant",
                 weight_decay=0.0, clip_grad=None, seed=seed, callbacks=[at_steps(steps, cb)], progress=progress, desc="retention")
@@ -450,45 +481,319 @@ def retention(model, # the model after study (trained further in place)
     return results
 
 # %% ../nbs/api/11_fewshot.ipynb #87893533
-def check_params(p:dict, # the reproduction's parameters
+def _summary(p:dict)->dict: return dict(recognition=p["recognition"], recall=p["recall"])
+
+def restrict_probe(p:dict, # a probe (see `probe`)
+                   kinds, # the kinds to keep
+                   recall_kinds=(), # the kinds whose recall to keep
+                  )->dict:
+    "A probe cut down to some kinds: what `probe` would give for those sets on the same model."
+    kinds, rk = list(kinds), [k for k in recall_kinds if k in kinds]
+    miss = [k for k in kinds if k not in p["recognition"]] + [k for k in rk if k not in p["recall"]]
+    if miss: raise ValueError(f"the probe has no scores for {miss}")
+    return dict(recognition={k: p["recognition"][k] for k in kinds}, recall={k: p["recall"][k] for k in rk},
+                items=[dict(it, **({} if it["kind"] in rk else dict(completion=None, exact=None, rouge=None, rouge_full=None)))
+                       for it in p["items"] if it["kind"] in kinds])
+
+def study_grid(model, # the pretrained model (trained in place when `lrs` has one rate; copied otherwise)
+               tok, # its tokenizer
+               sets:dict, # kind -> StimulusSet
+               exposures=(1, 2, 3), # exposure counts at which to probe
+               lrs=(1e-4,), # constant learning rates to try
+               batch_size:int=1, # items per step
+               recall_kinds=("novel",), # kinds whose studied items are recalled at each probe
+               eval_batch_size:int=16, # texts per forward pass when probing
+               seed:int=0, # seeds the shuffles
+               progress:bool=True, # show progress bars
+              )->dict: # lr, model, probes (exposures -> probe), by_lr (lr -> exposures -> summary), train (lr -> steps, wall_s)
+    "Study the stimuli at every learning rate from the same weights and keep the best by one-exposure recognition."
+    texts, lrs = study_texts(sets), list(lrs)
+    if not lrs: raise ValueError("lrs is empty: give at least one learning rate")
+    probe_fn = lambda m: probe(m, tok, sets, recall_kinds=recall_kinds, batch_size=eval_batch_size)
+    before, best, by_lr, info = None, None, {}, {}
+    e1 = min(exposures)
+    for j, lr in enumerate(lrs):
+        m = model if j == len(lrs) - 1 else copy.deepcopy(model)   # the last rate may train the original in place
+        t0 = time.perf_counter()
+        res = study(m, tok, texts, exposures=exposures, probe_fn=probe_fn, lr=lr, batch_size=batch_size, seed=seed,
+                    progress=progress, before=before)
+        before = res[0]
+        info[lr] = dict(steps=res["train"].steps, wall_s=round(time.perf_counter() - t0, 1))
+        probes = {e: res[e] for e in [0, *sorted(exposures)]}
+        by_lr[lr] = {e: _summary(p) for e, p in probes.items()}
+        score = float(np.mean(list(probes[e1]["recognition"].values())))
+        if best is None or score > best[0]: best = (score, lr, m, probes)
+        else: del m
+    return dict(lr=best[1], model=best[2], probes=best[3], by_lr=by_lr, train=info)
+
+def retain(model, # the studied model (trained further in place)
+           tok, # its tokenizer
+           sets:dict, # kind -> StimulusSet: the kinds whose recognition is followed
+           corpus:list[str], # unrelated passages to train on
+           steps, # probe steps (0 = right after study)
+           max_steps:int, # the training budget
+           lr:float=1e-5, # constant learning rate
+           batch_size:int=1, # passages per step
+           recall_kinds=("novel",), # kinds whose studied items are recalled at each probe
+           eval_batch_size:int=16, # texts per forward pass when probing
+           seed:int=0, # seeds the shuffles
+           progress:bool=True, # show a progress bar
+           start:dict|None=None, # the probe of the studied model (the study's last), reused as step 0 instead of probing again
+          )->dict: # probes (step -> probe), train (steps, wall_s)
+    "Continue training on unrelated text and probe recognition and recall at the given steps."
+    t0 = time.perf_counter()
+    if start is not None: start = restrict_probe(start, sets, recall_kinds)
+    res = retention(model, tok, corpus, steps, lambda m: probe(m, tok, sets, recall_kinds=recall_kinds, batch_size=eval_batch_size),
+                    max_steps=max_steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress, start=start)
+    return dict(probes={s: res[s] for s in sorted(set(steps))}, train=dict(steps=res["train"].steps, wall_s=round(time.perf_counter() - t0, 1)))
+
+# %% ../nbs/api/11_fewshot.ipynb #fec77e09
+ITEM_SCORES = ("seen_nll", "foil_nll", "correct", "exact", "rouge", "rouge_full")
+
+def item_rows(study_probes:dict, # exposures -> probe (0 = before study)
+              retention_probes:dict|None=None, # retention step -> probe (0 = right after study)
+              lr:float|None=None, # the study learning rate the probes come from
+             )->list[dict]: # phase, exposures, step, kind, i, lr, scores, texts
+    "One row per probe and item: the per-item scores behind every aggregate of a run."
+    last = max(study_probes)
+    rows = []
+    for phase, probes in (("study", study_probes), ("retention", retention_probes or {})):
+        for t, p in probes.items():
+            for it in p["items"]:
+                rec = it["rouge"] is not None
+                rows.append(dict(phase=phase, exposures=t if phase == "study" else last, step=t if phase == "retention" else None,
+                                 kind=it["kind"], i=it["i"], lr=lr, seen_nll=it["seen_nll"], foil_nll=it["foil_nll"],
+                                 correct=int(it["seen_nll"] < it["foil_nll"]), exact=int(it["exact"]) if rec else None,
+                                 rouge=it["rouge"], rouge_full=it["rouge_full"], seen=it["seen"], foil=it["foil"],
+                                 completion=it["completion"]))
+    return rows
+
+def _frame(items)->pd.DataFrame:
+    "Item rows (a list of dicts, a DataFrame, or `items.csv` read back) as a DataFrame with numeric scores."
+    df = pd.DataFrame(items).copy()
+    for k in ("exposures", "step", "i", *ITEM_SCORES): df[k] = pd.to_numeric(df[k], errors="coerce")
+    return df
+
+def summary_rows(items, # `item_rows(...)` or the run's items.csv
+                )->list[dict]: # phase, exposures, step, kind, n, recognition, exact, rouge, rouge_full (recall: mean over recalled items)
+    "Means per probe and kind: the study table (by exposures) and the retention table (by step)."
+    df = _frame(items)
+    out = []
+    for (phase, e, s, k), g in df.groupby(["phase", "exposures", "step", "kind"], sort=False, dropna=False):
+        r = dict(phase=phase, exposures=int(e), step=None if pd.isna(s) else int(s), kind=k, n=len(g), recognition=float(g["correct"].mean()))
+        if g["rouge"].notna().any(): r.update({c: float(g[c].mean()) for c in ("exact", "rouge", "rouge_full")})
+        out.append(r)
+    return out
+
+# %% ../nbs/api/11_fewshot.ipynb #1fae4af8
+def run_metrics(study:dict, # `study_grid(...)`
+                ret:dict|None, # `retain(...)`, or None without a retention phase
+                sets:dict, # kind -> StimulusSet
+                departs=None, # `protocol_departures(params)`
+               )->dict:
+    "A run's numbers: recognition and recall by exposures and by retention step, the learning-rate grid, training sizes and times."
+    p = study["probes"]
+    return dict(best_lr=study["lr"], n_study_items=len(study_texts(sets)), pairs={k: len(st) for k, st in sets.items()},
+                recognition_by_exposures={e: q["recognition"] for e, q in p.items()},
+                recall_by_exposures={e: q["recall"] for e, q in p.items()},
+                paper_style_rouge_floor=p[0]["recall"]["novel"]["rouge_full"] if "novel" in p[0]["recall"] else None,
+                study_by_lr=study["by_lr"], retention={s: _summary(q) for s, q in (ret or {}).get("probes", {}).items()},
+                training=dict(study=study["train"], retention=(ret or {}).get("train")), departs=departs)
+
+# %% ../nbs/api/11_fewshot.ipynb #3c7b0bca
+def run_tables(summary:list[dict], # `summary_rows(items)`
+              )->dict: # name -> DataFrame: recognition, recall (by exposures); retention, retention_recall (by step)
+    "Pivot tables of a run's summary: rows are kinds (or scores), columns exposures or retention steps."
+    df = pd.DataFrame(summary)
+    s, r = df[df.phase == "study"], df[df.phase == "retention"]
+    out = dict(recognition=s.pivot(index="kind", columns="exposures", values="recognition"),
+               recall=s.dropna(subset=["rouge"]).pivot(index="kind", columns="exposures", values=["exact", "rouge", "rouge_full"]))
+    if len(r):
+        out["retention"] = r.pivot(index="kind", columns="step", values="recognition")
+        out["retention_recall"] = r[r.kind == "novel"].set_index("step")[["recognition", "exact", "rouge", "rouge_full"]].T
+    return out
+
+def recall_examples(items, # `item_rows(...)`
+                    n:int=4, # how many studied sentences
+                    kind:str="novel", # of which kind
+                   )->pd.DataFrame: # studied sentence, then the completion after each number of exposures
+    "What the model recalls of a few studied sentences (their second half, from the first) after each number of exposures."
+    df = _frame(items)
+    df = df[(df.phase == "study") & (df.kind == kind) & df.completion.notna()]
+    t = df.pivot(index="i", columns="exposures", values="completion").rename(columns=lambda e: f"recall after {e}")
+    return pd.concat([df.drop_duplicates("i").set_index("i")[["seen"]].rename(columns={"seen": "studied"}), t], axis=1).head(n)
+
+# %% ../nbs/api/11_fewshot.ipynb #51edf532
+PARAMS = ("preset", "out_dir", "seed", "model_name", "dtype", "stimuli", "kinds", "recall_kinds", "n_sentences", "n_other",
+          "n_words", "split", "exposures", "lrs", "batch_size", "eval_batch_size", "retention_text", "retention_words",
+          "retention_lr", "retention_batch_size", "retention_kinds", "retention_steps", "retention_max_steps")
+
+def check_params(p:dict, # the reproduction's resolved parameters
                 )->dict:
-    "Validate the fewshot reproduction's parameters; raises ValueError naming the first bad one."
-    def need(ok, key, allowed):
-        if not ok: raise ValueError(f"parameter {key}={p.get(key)!r} is invalid: allowed values are {allowed}")
-    need(p["stimuli"] in ("offline", "paper"), "stimuli", "'offline' or 'paper'")
-    kinds = OFFLINE_KINDS if p["stimuli"] == "offline" else tuple(PAPER_EXPTS.values())
-    need(isinstance(p["kinds"], (list, tuple)) and len(p["kinds"]) > 0 and all(k in kinds for k in p["kinds"]),
-         "kinds", f"a non-empty list drawn from {kinds}")
-    need("novel" in p["kinds"], "kinds", "a list that includes 'novel' (the headline claims use it)")
-    need(all(k in p["kinds"] for k in p["recall_kinds"]), "recall_kinds", f"a subset of kinds {list(p['kinds'])}")
-    for k in ("n_sentences", "n_other", "n_words"): need(isinstance(p[k], int) and p[k] >= 1, k, "an integer >= 1")
-    need(p["split"] in (0, 1, 2, 3), "split", "0, 1, 2 or 3")
-    ex = p["exposures"]
-    need(isinstance(ex, (list, tuple)) and len(ex) > 0 and all(isinstance(e, int) and e >= 1 for e in ex) and 1 in ex and 3 in ex,
-         "exposures", "a list of integers >= 1 that includes 1 and 3 (zero exposures is the untrained baseline, always probed)")
-    need(isinstance(p["lrs"], (list, tuple)) and len(p["lrs"]) > 0 and all(isinstance(x, (int, float)) and x > 0 for x in p["lrs"]),
-         "lrs", "a non-empty list of positive learning rates")
-    for k in ("batch_size", "retention_batch_size", "retention_max_steps", "eval_batch_size", "retention_words"):
-        need(isinstance(p[k], int) and p[k] >= 1, k, "an integer >= 1")
-    need(isinstance(p["retention_lr"], (int, float)) and p["retention_lr"] > 0, "retention_lr", "a positive float")
-    st = p["retention_steps"]
-    need(isinstance(st, (list, tuple)) and len(st) > 0 and all(isinstance(s, int) and s >= 0 for s in st),
-         "retention_steps", "a non-empty list of integers >= 0")
-    need(max(st) <= p["retention_max_steps"], "retention_steps", f"steps <= retention_max_steps={p['retention_max_steps']}")
-    need(10 in st, "retention_steps", "a list that includes 10 (the claims compare step 0 with step 10)")
-    need(isinstance(p["retention_kinds"], (list, tuple)) and "novel" in p["retention_kinds"] and all(k in p["kinds"] for k in p["retention_kinds"]),
-         "retention_kinds", f"a subset of kinds {list(p['kinds'])} that includes 'novel'")
-    need(p["retention_text"] in ("shakespeare", "cnn_dailymail"), "retention_text", "'shakespeare' or 'cnn_dailymail'")
-    need(p["dtype"] in ("auto", "float32", "bfloat16", "float16"), "dtype", "'auto', 'float32', 'bfloat16' or 'float16'")
+    "Validate the fewshot reproduction's parameters; raise `ParamError` naming the first bad one and what is allowed."
+    unknown = [k for k in p if k not in PARAMS]
+    if unknown: raise ParamError(f"parameter {unknown[0]!r}: unknown; parameters: {', '.join(PARAMS)}")
+    check_str(p, "preset"); check_str(p, "out_dir", nonempty=False); check_int(p, "seed", lo=0)
+    check_str(p, "model_name")
+    check_choice(p, "dtype", ("auto", "float32", "bfloat16", "float16"))
+    stimuli = check_choice(p, "stimuli", ("offline", "paper"))
+    allowed = OFFLINE_KINDS if stimuli == "offline" else tuple(PAPER_EXPTS.values())
+    kinds = check_list(p, "kinds", str, choices=allowed, unique=True)
+    need("novel" in kinds, "kinds", kinds, f"a list from {', '.join(map(repr, allowed))} that includes 'novel' (the recall and retention claims use it)")
+    check_list(p, "recall_kinds", str, choices=kinds, unique=True)
+    need("novel" in p["recall_kinds"], "recall_kinds", p["recall_kinds"], "a list of studied kinds that includes 'novel'")
+    for k in ("n_sentences", "n_other", "n_words", "batch_size", "eval_batch_size", "retention_words", "retention_batch_size"):
+        check_int(p, k, lo=1)
+    check_int(p, "split", lo=0, hi=3)
+    ex = check_list(p, "exposures", int, lo=1, min_len=2, unique=True, increasing=True)
+    need(ex[0] == 1, "exposures", ex, "a list of 2+ ints >= 1 in increasing order that starts with 1 (the claims compare 1 exposure with the most)")
+    lrs = check_list(p, "lrs", float, unique=True)
+    need(all(x > 0 for x in lrs), "lrs", lrs, "a list of 1+ finite numbers, each > 0, without repeats")
+    check_choice(p, "retention_text", ("shakespeare", "cnn_dailymail"))
+    check_float(p, "retention_lr", lo=0, lo_open=True)
+    check_list(p, "retention_kinds", str, choices=kinds, unique=True)
+    need("novel" in p["retention_kinds"], "retention_kinds", p["retention_kinds"], "a list of studied kinds that includes 'novel'")
+    budget = check_int(p, "retention_max_steps", lo=1)
+    st = check_list(p, "retention_steps", int, lo=0, unique=True, increasing=True)
+    need(st[0] == 0 and 10 in st and st[-1] > 10, "retention_steps", st,
+         "a list of ints >= 0 in increasing order with 0 (right after study), 10 (the first ten updates) and a later step")
+    need(st[-1] <= budget, "retention_steps", st, f"steps <= retention_max_steps ({budget})")
     return p
 
+# %% ../nbs/api/11_fewshot.ipynb #9101718a
+PAPER_MODELS = ("gpt2", "gpt-neo", "opt-", "bloom", "gpt-j")   # model families the paper fine-tuned
+PAPER_LRS, PAPER_BATCH_SIZES = (1e-4, 3e-5, 1e-5), (1, 2, 4, 16)
+
+def protocol_departures(p:dict, # the run's parameters (see `check_params`)
+                       )->dict: # study: str, retention: str
+    "Where a parameter set departs from the paper's protocol, in words: one line for the study claims, one for retention."
+    study = []
+    if not any(f in p["model_name"].lower() for f in PAPER_MODELS): study.append(f"model {p['model_name']} (paper: GPT-2, GPT-Neo, OPT, BLOOM, GPT-J)")
+    if p["stimuli"] == "offline":
+        other = [k for k in p["kinds"] if k not in ("novel", "substitution")]
+        study.append(f"invented sentences and generated foils, {p['n_sentences']} pairs" + (f" ({p['n_other']} for {', '.join(other)})" if other else "")
+                     + " (paper: 600 Substack sentences per experiment)")
+    elif p["n_sentences"] < 600: study.append(f"{p['n_sentences']} of the paper's 600 pairs per experiment, split {p['split']} only (paper: 4 splits)")
+    else: study.append(f"split {p['split']} of the paper's 4")
+    off_lr = [x for x in p["lrs"] if not any(math.isclose(x, y) for y in PAPER_LRS)]
+    if off_lr or len(p["lrs"]) < len(PAPER_LRS): study.append(f"lr {', '.join(f'{x:g}' for x in p['lrs'])} (paper: best of 1e-4, 3e-5, 1e-5)")
+    if p["batch_size"] not in PAPER_BATCH_SIZES: study.append(f"batch size {p['batch_size']} (paper: 1, 4 or 16)")
+    study += ["all kinds studied in one fine-tuning run (paper: one run per experiment)",
+              "recall scored on the completion alone with word-level ROUGE-L (paper: `evaluate` ROUGE of prompt + completion)"]
+    ret = [] if p["retention_text"] == "cnn_dailymail" else [f"continued training on {p['retention_text']} (paper: CNN/DailyMail)"]
+    if not math.isclose(p["retention_lr"], 1e-5): ret.append(f"lr {p['retention_lr']:g} (paper: 1e-5)")
+    if p["retention_batch_size"] != 16: ret.append(f"batch {p['retention_batch_size']} (paper: 16)")
+    if p["retention_max_steps"] < 100_000: ret.append(f"{p['retention_max_steps']} steps (paper: 100k)")
+    if "gpt-j" not in p["model_name"].lower() or max(p["exposures"]) != 3:
+        ret.append(f"{p['model_name']} after {max(p['exposures'])} exposures (paper: GPT-J after 3)")
+    if p["stimuli"] == "offline": ret.append("invented sentences (paper: Substack)")
+    return dict(study="; ".join(study), retention="; ".join(ret) or None)
+
+# %% ../nbs/api/11_fewshot.ipynb #47760019
+PAPER_1X = {"novel": 0.936, "paraphrase": 0.840, "substitution": 0.881, "random": 0.888, "random_vs_natural": 0.935,
+            "scrambled": 0.997}   # gpt2-124M after 1 exposure (official result files, evals/shot-1/expt<N>-gpt)
+PAPER_RETAINED = {"novel": (0.961, 100_000), "paraphrase": (0.907, 100_000), "substitution": (0.860, 100_000),
+                  "random": (1.0, 100), "scrambled": (0.91, 100)}   # GPT-J after 3 exposures: accuracy at the last re-eval step
+_LABEL = {"novel": "studied sentence vs a novel sentence", "paraphrase": "studied sentence vs its paraphrase",
+          "substitution": "studied sentence vs a one-word swap of it", "random": "random word strings",
+          "random_vs_natural": "random string vs a natural sentence", "scrambled": "scrambled sentence vs the original"}
+_SRC = "Orhan 2023 (arXiv:2303.17557)"
+LONG_RETENTION = 1000   # updates from which the paper's retention curves are in their slow decline (probes at 1k-100k)
+
+def _long_term(c:dict, # a claim row about survival over continued training
+               steps:int, # how many retention updates the run made
+              )->dict:
+    "The claim as tested when the run retained long enough; otherwise open, with this run's test still in `run`."
+    if steps >= LONG_RETENTION: return c
+    r = c["run"]
+    return claim(c["id"], c["claim"], c["source"], paper=c["paper"], run=r, held=None, departs=c["departs"],
+                 reason=f"retention too short to test it: {steps} updates, the claim is about survival over 1k-100k "
+                        f"(decided from {LONG_RETENTION}); this run's test: effect {r['effect']}, p={r['p']}")
+
+def _novel(df, **sel)->pd.DataFrame:
+    "The novel-sentence rows of one probe, in item order."
+    m = df.kind == "novel"
+    for k, v in sel.items(): m &= df[k] == v
+    return df[m].sort_values("i")
+
+def fewshot_claims(items, # `item_rows(...)`, or the run's items.csv read back
+                   departs:dict|str|None=None, # `protocol_departures(params)` (or one string for every claim)
+                   seed:int=0, # seeds the resampling tests
+                  )->list: # claim rows (see `unlearnkit.claims`)
+    "The paper's claims about recognition, recall and retention, each decided by a one-sided test over items."
+    df = _frame(items)
+    dep = departs if isinstance(departs, dict) else dict(study=departs, retention=departs)
+    st, rt = df[df.phase == "study"], df[df.phase == "retention"]
+    eN = int(st.exposures.max())
+    out = []
+    for k, paper in PAPER_1X.items():
+        g, g0 = st[(st.kind == k) & (st.exposures == 1)], st[(st.kind == k) & (st.exposures == 0)]
+        if g.empty: continue
+        out.append(tested_claim(
+            f"recognition_1x_{k}", f"One exposure lifts two-alternative recognition above chance ({_LABEL[k]}; effect: accuracy − 0.5)",
+            f"{_SRC}, abstract; expt {_EXPT[k]} result files (gpt2-124M, 1 exposure: {paper})",
+            binom_test(int(g.correct.sum()), len(g)), paper=round(paper - 0.5, 3), departs=dep["study"],
+            accuracy_0x=float(g0.correct.mean()) if len(g0) else None))
+    r1, rN, r0 = (_novel(st, exposures=e).rouge.to_numpy() for e in (1, eN, 0))
+    if len(r1) and all(np.isfinite(x).all() and len(x) == len(r1) for x in (r0, rN)):
+        out.append(tested_claim(
+            "recall_rises_with_exposures", f"Recall of a studied sentence's second half is better after {eN} exposures than after 1 "
+            "(near-perfect recall takes about 3; effect: completion ROUGE-L difference)",
+            f"{_SRC}, abstract and recall-vs-exposures figure", permutation_test(rN, r1, seed=seed), paper=None, departs=dep["study"],
+            rouge_1x=float(r1.mean()), **{f"rouge_{eN}x": float(rN.mean()), f"exact_{eN}x": float(_novel(st, exposures=eN).exact.mean())}))
+    if rt.empty: return out
+    L = int(rt.step.max())
+    a0, a10, aL = (_novel(rt, step=s) for s in (0, 10, L))
+    if len(a10):
+        out.append(tested_claim(
+            "recall_falls_first_10", "Recall drops over the first 10 updates of training on new text (effect: ROUGE-L at step 0 − at step 10)",
+            f"{_SRC}, abstract and retention figure (GPT-J)", permutation_test(a0.rouge.to_numpy(), a10.rouge.to_numpy(), seed=seed),
+            paper=None, departs=dep["retention"], rouge_0=float(a0.rouge.mean()), rouge_10=float(a10.rouge.mean())))
+    d_recall, d_recog = a0.rouge.to_numpy() - aL.rouge.to_numpy(), a0.correct.to_numpy() - aL.correct.to_numpy()
+    out.append(tested_claim(
+        "recognition_outlasts_recall", f"Recognition is more robust to continued training than recall (effect: per item, fall in ROUGE-L − "
+        f"fall in recognition, step 0 → {L})", f"{_SRC}, abstract and retention figures; GPT-J recognition 0.997 → 0.961 over 100k steps "
+        "(re-eval files, expt 1)", permutation_test(d_recall, d_recog, seed=seed), paper=None, departs=dep["retention"],
+        recall_fall=float(d_recall.mean()), recognition_fall=float(d_recog.mean())))
+    out.append(_long_term(tested_claim(
+        "recall_persists", f"Some of the studied sentences are still recalled after continued training (effect: ROUGE-L at step {L} − "
+        "before study)", f"{_SRC}, abstract ('even after 100K updates, some of the original examples are still recalled')",
+        permutation_test(aL.rouge.to_numpy(), r0, seed=seed), paper=None, departs=dep["retention"],
+        **{f"rouge_step_{L}": float(aL.rouge.mean()), "rouge_0x": float(r0.mean())}), L))
+    for k, (paper, at) in PAPER_RETAINED.items():
+        g = rt[(rt.kind == k) & (rt.step == L)]
+        if g.empty: continue
+        out.append(_long_term(tested_claim(
+            f"recognition_retained_{k}", f"Recognition survives continued training ({_LABEL[k]}; effect: accuracy − 0.5 at step {L})",
+            f"{_SRC}, retention figures; expt {_EXPT[k]} re-eval files (GPT-J, 3 exposures, step {at}: {paper})",
+            binom_test(int(g.correct.sum()), len(g)), paper=round(paper - 0.5, 3), departs=dep["retention"]), L))
+    return out
+
+# %% ../nbs/api/11_fewshot.ipynb #3c86f2fc
+def fake_items(n:int=20, # novel items
+               recall=(0.0, 0.3, 0.6, 0.95), # mean completion ROUGE-L at 0..3 exposures
+               recog=(0.5, 0.95, 1.0, 1.0), # recognition accuracy at 0..3 exposures
+               ret_recall={0: 0.95, 10: 0.4, 1000: 0.3}, # retention step -> mean ROUGE-L
+               ret_recog={0: 1.0, 10: 1.0, 1000: 0.95}, # retention step -> recognition accuracy
+               seed:int=0, # seeds the draws
+              )->list[dict]:
+    "Made-up item rows with the schema of `item_rows` (novel sentences only), for testing claims and tables."
+    rng = np.random.default_rng(seed)
+    def rows(phase, t, rc, ro, e=None):
+        ok = rng.permutation(np.arange(n) < round(rc * n)).astype(int)
+        rg = np.clip(ro + rng.normal(0, 0.05, n), 0, 1)
+        return [dict(phase=phase, exposures=t if phase == "study" else e, step=t if phase == "retention" else None, kind="novel", i=i,
+                     seen_nll=3.0 - ok[i], foil_nll=2.5, correct=int(ok[i]), exact=int(rg[i] > 0.99), rouge=float(rg[i]),
+                     rouge_full=0.5 + rg[i] / 2) for i in range(n)]
+    out = [r for e, (rc, ro) in enumerate(zip(recog, recall)) for r in rows("study", e, rc, ro)]
+    return out + [r for s in ret_recall for r in rows("retention", s, ret_recog[s], ret_recall[s], e=len(recall) - 1)]
+
 # %% ../nbs/api/11_fewshot.ipynb #538583f1
-def plot_exposures(rows:list[dict], # `probe_rows(study_probes, "exposures")`
+def plot_exposures(rows:list[dict], # `summary_rows(items)` or `probe_rows(study_probes, "exposures")`
                    recall_kind:str="novel", # whose recall to plot
                   ):
     "Recognition (every kind) and recall (one kind) against the number of exposures."
-    import matplotlib.pyplot as plt
-    from unlearnkit.plots import chance_line
+    rows = [r for r in rows if r.get("phase", "study") == "study"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     for k in dict.fromkeys(r["kind"] for r in rows):
         rr = [r for r in rows if r["kind"] == k]
@@ -505,12 +810,11 @@ def plot_exposures(rows:list[dict], # `probe_rows(study_probes, "exposures")`
     fig.tight_layout()
     return fig
 
-def plot_retention(rows:list[dict], # `probe_rows(retention_probes, "step")`
+def plot_retention(rows:list[dict], # `summary_rows(items)` or `probe_rows(retention_probes, "step")`
                    kind:str="novel", # which kind to plot
                   ):
     "Recognition and recall of one kind against retention steps (log axis; step 0 drawn at the left edge)."
-    import matplotlib.pyplot as plt
-    from unlearnkit.plots import chance_line
+    rows = [r for r in rows if r.get("phase", "retention") == "retention"]
     rr = sorted([r for r in rows if r["kind"] == kind], key=lambda r: r["step"])
     x = [max(r["step"], 0.5) for r in rr]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
