@@ -19,14 +19,8 @@ NAMES = ["knights", "passn", "kvcache", "unlearning", "sfd"]
 
 def build_standins(root, names):
     "The stand-ins the shrunk gpu presets of `names` load, in `root`."
-    from unlearnkit.repro import paper_module, resolve_params
-    from unlearnkit.standins import make_standins, standin_args
-    models, datasets = {}, {}
-    for n in names:
-        a = standin_args(n)
-        req = paper_module(n).requirements(resolve_params(n, "gpu", list(zip(a[1::3], a[2::3]))))
-        models.update(dict.fromkeys(req["models"])); datasets.update(dict.fromkeys(req["datasets"]))
-    return make_standins(root, models=list(models), datasets=list(datasets))
+    from unlearnkit.standins import make_preset_standins
+    return make_preset_standins(root, names)
 
 
 def run_one(name, device, standins, out):

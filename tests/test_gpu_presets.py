@@ -27,15 +27,8 @@ def _args(name):
 @pytest.fixture(scope="session")
 def standins(tmp_path_factory):
     "The stand-ins every shrunk gpu preset needs, built once per session."
-    from unlearnkit.repro import resolve_params, paper_module
-    from unlearnkit.standins import make_standins
-    models, datasets = {}, {}
-    for n in GPU_NAMES:
-        a = _args(n)
-        req = paper_module(n).requirements(resolve_params(n, "gpu", list(zip(a[1::3], a[2::3]))))
-        models.update(dict.fromkeys(req["models"])); datasets.update(dict.fromkeys(req["datasets"]))
-    return make_standins(tmp_path_factory.mktemp("standins"), models=list(models), datasets=list(datasets))
-
+    from unlearnkit.standins import make_preset_standins
+    return make_preset_standins(tmp_path_factory.mktemp("standins"), GPU_NAMES)
 
 _runs = {}
 

@@ -23,7 +23,7 @@ from .models import _smollm2_cached
 # %% auto #0
 __all__ = ['TOKENIZER_FAMILIES', 'ARCHS', 'STANDIN_MODELS', 'CIFAR10_CLASSES', 'STANDIN_DATASETS', 'STANDIN_OVERRIDES',
            'family_tokenizer', 'standin_model', 'make_model_standin', 'make_dataset_standin', 'make_standins',
-           'standin_args']
+           'standin_args', 'make_preset_standins']
 
 # %% ../nbs/api/92_standins.ipynb #30838cdb
 _LLAMA3_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
@@ -252,3 +252,15 @@ def standin_args(name:str, # a reproduction with an entry in `STANDIN_OVERRIDES`
     "The command-line overrides that shrink a reproduction's gpu preset to stand-in size."
     if name not in STANDIN_OVERRIDES: raise ValueError(f"no stand-in overrides for {name!r}; known: {', '.join(STANDIN_OVERRIDES)}")
     return [a for k, v in STANDIN_OVERRIDES[name].items() for a in ("-p", k, v if isinstance(v, str) else json.dumps(v))]
+
+def make_preset_standins(root:str|Path, # the folder `$UNLEARNKIT_STANDINS` will name
+                         names:list[str], # reproductions with an entry in `STANDIN_OVERRIDES`
+                        )->Path:
+    "The stand-ins the shrunk gpu presets of `names` load (their `requirements`), built in `root`."
+    from unlearnkit.repro import paper_module, resolve_params   # repro sits below this module's users, not below this module
+    models, datasets = {}, {}
+    for n in names:
+        a = standin_args(n)
+        req = paper_module(n).requirements(resolve_params(n, "gpu", list(zip(a[1::3], a[2::3]))))
+        models.update(dict.fromkeys(req["models"])); datasets.update(dict.fromkeys(req["datasets"]))
+    return make_standins(root, models=list(models), datasets=list(datasets))
