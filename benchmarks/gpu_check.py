@@ -14,7 +14,7 @@ skipped and say so. Exit status 1 when any run failed.
 import argparse, json, os, platform, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 
-NAMES = ["knights", "passn", "kvcache", "unlearning", "sfd"]
+NAMES = ["sort", "fewshot", "knights", "passn", "kvcache", "unlearning", "sfd"]
 
 
 def build_standins(root, names):
@@ -53,7 +53,7 @@ def markdown(rows, device, total):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    ap.add_argument("--only", nargs="+", choices=NAMES, default=NAMES, help="reproductions to run (default: all five)")
+    ap.add_argument("--only", nargs="+", choices=NAMES, default=NAMES, help="reproductions to run (default: all seven)")
     ap.add_argument("--standins", default=None, help="an existing stand-ins folder (default: build them in a temporary folder)")
     ap.add_argument("--out", default="benchmarks/out/gpu_check", help="where the runs, gpu_check.json and gpu_check.md go")
     ap.add_argument("--budget", type=float, default=480, help="seconds: no reproduction starts after this (default 8 minutes)")

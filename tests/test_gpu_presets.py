@@ -15,7 +15,7 @@ import pytest
 
 from conftest import cli
 
-GPU_NAMES = ["knights", "passn", "kvcache", "unlearning", "sfd"]
+GPU_NAMES = ["sort", "fewshot", "knights", "passn", "kvcache", "unlearning", "sfd"]
 HUB_OFF = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}   # a stand-in run must not reach the hub
 
 
@@ -71,6 +71,27 @@ def test_gpu_preset_on_standins(gpu_run, name):
     for k in ("model", "zero_shot_model", "model_name", "lm", "source", "task", "dtype", "lora_r", "perturbations", "lm_policies"):
         if k in gpu and k in m["params"]: assert m["params"][k] == gpu[k], k
     assert m["provenance"]["device"].startswith("cpu"), m["provenance"]["device"]   # --device cpu hid CUDA from the kernel
+
+
+def test_sort_booksort_items_in_bins(gpu_run):
+    "sort read Book-SORT (its stand-in) through `load_booksort`: every item lies in one of the paper's distance bins."
+    import csv
+    from unlearnkit.sort import distance_bins
+    m, out, _, _ = gpu_run("sort")
+    rows = list(csv.DictReader(open(out/"items.csv")))
+    assert {r["condition"] for r in rows} == set(m["params"]["conditions"]), {r["condition"] for r in rows}
+    for r in rows:
+        e = distance_bins(int(r["excerpt_length"]), int(r["segment_length"]))
+        assert 0 <= int(r["bin"]) <= 3 and e[int(r["bin"])] < int(r["distance"]) <= e[int(r["bin"]) + 1], r
+
+
+def test_fewshot_paper_stimuli_and_cnn(gpu_run):
+    "fewshot read the paper's stimulus files (their stand-in) for all five experiments and retained on CNN/DailyMail's stand-in."
+    import csv
+    m, out, _, _ = gpu_run("fewshot")
+    assert (m["params"]["stimuli"], m["params"]["retention_text"]) == ("paper", "cnn_dailymail")
+    kinds = {r["kind"] for r in csv.DictReader(open(out/"items.csv"))}
+    assert kinds == set(m["params"]["kinds"]), kinds
 
 
 def test_knights_lora_and_chat(gpu_run, standins):

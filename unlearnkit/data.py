@@ -149,7 +149,10 @@ def load_hub_dataset(path:str, # hub dataset id, e.g. "memari/booksort"
     "Load a hub dataset (or its stand-in, when `$UNLEARNKIT_STANDINS` is set), with a clear error when there is no network."
     import datasets
     local = standin("datasets", path)
-    if local is not None: return datasets.load_dataset(str(local), name, split=split, **kwargs)
+    if local is not None:   # datasets' own cache keys a local folder by its files' names, not their rows: a rebuilt
+        # stand-in would load stale rows, so its cache lives inside the folder and goes when the folder is rebuilt
+        kwargs.setdefault("cache_dir", str(local/".hf-cache"))
+        return datasets.load_dataset(str(local), name, split=split, **kwargs)
     try: return datasets.load_dataset(path, name, split=split, **kwargs)
     except Exception as e:
         msg = str(e).lower()

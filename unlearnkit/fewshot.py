@@ -14,13 +14,15 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from .core import cache_dir, check_choice, check_float, check_int, check_list, check_str, need, ParamError
+from .core import (cache_dir, check_choice, check_float, check_int, check_list, check_str, need, ParamError,
+                             standin, StandinError)
 from .stats import binom_test, permutation_test
 from .claims import claim, tested_claim
 from .plots import chance_line
 from .data import load_play, split_sentences, word_chunks, load_hub_dataset
 from .evaluate import text_nll, generate, exact_match, rouge_l
 from .train import lm_examples, train, at_steps, causal_lm_loss, steps_per_epoch
+from .models import is_hub_id
 
 # %% auto #0
 __all__ = ['KINDS', 'OFFLINE_KINDS', 'PAPER_REPO', 'PAPER_COMMIT', 'PAPER_EXPTS', 'ITEM_SCORES', 'PARAMS', 'PAPER_MODELS',
@@ -30,8 +32,8 @@ __all__ = ['KINDS', 'OFFLINE_KINDS', 'PAPER_REPO', 'PAPER_COMMIT', 'PAPER_EXPTS'
            'StimulusSet', 'make_stimuli', 'study_texts', 'paper_stimuli', 'load_stimuli', 'stimuli_table',
            'recognition_accuracy', 'recognition', 'split_half', 'recall', 'recall_summary', 'probe', 'probe_rows',
            'exposure_steps', 'study', 'log_steps', 'retention', 'restrict_probe', 'study_grid', 'retain', 'item_rows',
-           'summary_rows', 'run_metrics', 'run_tables', 'recall_examples', 'check_params', 'protocol_departures',
-           'fewshot_claims', 'fake_items', 'plot_exposures', 'plot_retention']
+           'summary_rows', 'run_metrics', 'run_tables', 'recall_examples', 'check_params', 'requirements',
+           'protocol_departures', 'fewshot_claims', 'fake_items', 'plot_exposures', 'plot_retention']
 
 # %% ../nbs/api/11_fewshot.ipynb #0d171ca4
 _SYL = ["mar", "vel", "qui", "dor", "tes", "lan", "bri", "os", "ka", "ren", "thu", "ly", "zan", "fi", "del",
@@ -255,10 +257,14 @@ PAPER_EXPTS = {1: "novel", 2: "paraphrase", 3: "substitution", 4: "random", 5: "
 _EXPT = {k: e for e, k in PAPER_EXPTS.items()}   # kind -> experiment number
 
 def _paper_file(expt, which, split, timeout):
+    rel = f"data/llm-experiment-data/expt{expt}/{which}_data_{split}.json"   # the file's path in the official repository
+    local = standin("files", PAPER_REPO)   # $UNLEARNKIT_STANDINS: the repository's files from a local folder
+    if local is not None:
+        if not (local/rel).exists(): raise StandinError(f"no stand-in for the file {rel!r} of {PAPER_REPO}: looked for {local/rel}")
+        return [json.loads(l)["sent"] for l in (local/rel).read_text().splitlines() if l.strip()]
     dest = cache_dir("fewshot", "paper", f"expt{expt}")/f"{which}_data_{split}.json"
     if not dest.exists():
-        url = (f"https://raw.githubusercontent.com/{PAPER_REPO}/{PAPER_COMMIT}/"
-               f"data/llm-experiment-data/expt{expt}/{which}_data_{split}.json")
+        url = f"https://raw.githubusercontent.com/{PAPER_REPO}/{PAPER_COMMIT}/{rel}"
         try:
             with urllib.request.urlopen(url, timeout=timeout) as r: data = r.read()
         except Exception as e:
@@ -661,6 +667,18 @@ def check_params(p:dict, # the reproduction's resolved parameters
          "a list of ints >= 0 in increasing order with 0 (right after study), 10 (the first ten updates) and a later step")
     need(st[-1] <= budget, "retention_steps", st, f"steps <= retention_max_steps ({budget})")
     return p
+
+# %% ../nbs/api/11_fewshot.ipynb #0353d959
+def requirements(p:dict, # the resolved parameters
+                )->dict: # models, datasets, files, packages [(module, pip name)], memory (`repro.estimate_memory`'s arguments)
+    "What a fewshot run with parameters `p` loads (hub model and dataset, the paper's stimulus files) and its GPU memory estimate's sizes."
+    hub = is_hub_id(p["model_name"])
+    words = max(p["retention_words"], 40)   # the paper's sentences are up to ~40 words
+    memory = dict(model=p["model_name"], dtype="float32" if p["dtype"] == "auto" else p["dtype"], train="full",
+                  batch=max(p["batch_size"], p["retention_batch_size"]), seq_len=64 * math.ceil(1.5 * words / 64)) if hub else None
+    return dict(models=[p["model_name"]] if hub else [],
+                datasets=["abisee/cnn_dailymail"] if p["retention_text"] == "cnn_dailymail" else [],
+                files=[PAPER_REPO] if p["stimuli"] == "paper" else [], packages=[], memory=memory)
 
 # %% ../nbs/api/11_fewshot.ipynb #9101718a
 PAPER_MODELS = ("gpt2", "gpt-neo", "opt-", "bloom", "gpt-j")   # model families the paper fine-tuned

@@ -23,7 +23,7 @@ import torch
 from .core import ParamError, check_choice, check_float, check_int, check_list, check_str, need
 from .stats import binom_test, permutation_test, trend_test
 from .claims import claim, tested_claim
-from .models import add_lora, load_lm, n_params, require_hub, tiny_lm, word_tokenizer
+from .models import add_lora, is_hub_id, load_lm, n_params, require_hub, tiny_lm, word_tokenizer
 from .train import at_epochs, lm_examples, steps_per_epoch, train
 from .evaluate import chat_prompt, generate
 
@@ -841,14 +841,10 @@ def check_params(p:dict, # the reproduction's resolved parameters
     return p
 
 # %% ../nbs/api/12_knights.ipynb #f46953e1
-def _is_hub_id(name:str)->bool:
-    from pathlib import Path
-    return "/" in str(name) and not Path(str(name)).exists()
-
 def requirements(p:dict, # the resolved parameters
                 )->dict: # models, datasets, packages [(module, pip name)], memory (`repro.estimate_memory`'s arguments)
     "What a knights run with parameters `p` loads (hub models, optional packages) and the sizes of its GPU memory estimate."
-    models = [m for m in (p["model"], p["zero_shot_model"] if p["n_zero_shot"] else "") if m and _is_hub_id(m)]
+    models = [m for m in (p["model"], p["zero_shot_model"] if p["n_zero_shot"] else "") if m and is_hub_id(m)]
     pretrained = form_of(p["model"]) == "nl"
     packages = [("peft", "peft")] if pretrained and p["lora_r"] else []
     memory = None

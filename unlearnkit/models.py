@@ -19,7 +19,7 @@ from .core import atomic_dir, cache_dir, default_dtype, get_device, seeded, stan
 
 # %% auto #0
 __all__ = ['SMOLLM2_GGUF', 'SMOLLM2_HUB', 'OFFLINE_MODELS', 'LORA_TARGETS', 'smollm2_gguf_path', 'word_tokenizer',
-           'byte_tokenizer', 'tiny_lm', 'load_lm', 'n_params', 'require_hub', 'add_lora']
+           'byte_tokenizer', 'tiny_lm', 'load_lm', 'n_params', 'is_hub_id', 'require_hub', 'add_lora']
 
 # %% ../nbs/api/01_models.ipynb #d5754add
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -178,11 +178,16 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 def _hub_offline()->bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
+def is_hub_id(name:str, # a model name, a local folder or a hub id
+             )->bool:
+    "Whether `name` is a hub id (`ORG/NAME` that is not a local folder): what a preset downloads, checks and stands in."
+    return "/" in str(name) and not Path(str(name)).exists()
+
 def require_hub(model_id:str, # a hub id (an offline name or a local folder passes without a check)
                 timeout:float=10.0, # seconds to wait for the hub
                ):
     "Fail fast, with a clear message, when a hub model is needed and the hub cannot be reached or refuses it."
-    if Path(model_id).exists() or "/" not in model_id or _hub_offline(): return
+    if not is_hub_id(model_id) or _hub_offline(): return
     if standin("models", model_id) is not None: return   # stand-ins are on and this one is there (else StandinError names it)
     try: HfApi().model_info(model_id, timeout=timeout)
     except Exception as e:   # network errors, 401 (gated), 404 (no such model): one message that says what to do

@@ -374,12 +374,12 @@ def preflight(name:str, # a reproduction
         if importlib.util.find_spec(mod_name) is None:
             raise ReproError(f"{name}/{preset} needs the package {mod_name!r}: `pip install {pip_name}`")
     if hub:
-        for kind, ids in (("model", req.get("models", [])), ("dataset", req.get("datasets", []))):
+        for kind, ids in (("model", req.get("models", [])), ("dataset", req.get("datasets", [])), ("file", req.get("files", []))):
             for i in ids:
                 if standins_dir() is not None:
                     try: standin(kind + "s", i)
                     except StandinError as e: raise ReproError(str(e)) from None
-                else: hub_check(i, kind)
+                elif kind != "file": hub_check(i, kind)   # a repository's files download from GitHub, with their own message
     if req.get("memory"):
         est = estimate_memory(**req["memory"]); out["memory"] = est
         if est is not None and preset != "smoke" and device != "cpu":

@@ -22,6 +22,7 @@ from .claims import claim, tested_claim
 from .plots import PALETTE, chance_line
 from .data import BM25, list_plays, load_hub_dataset, load_play, word_chunks
 from .train import lm_examples, pad_id, train, upcast_half, use_bos
+from .models import is_hub_id
 from .evaluate import cache_kw, chat_prompt, get_cache
 
 # %% auto #0
@@ -29,7 +30,7 @@ __all__ = ['ITEM_FIELDS', 'PROMPTS', 'SCORINGS', 'CONDITIONS', 'BOOKSORT_BOOKS',
            'bin_of', 'sentence_starts', 'check_lengths', 'make_sort_items', 'position_uniformity', 'SortPrompt',
            'sort_prompt', 'answer_token_ids', 'label_logprobs', 'ab_answer', 'score_ab', 'book_passages',
            'retrieve_context', 'run_condition', 'summarize', 'sort_tables', 'finetune_on_text', 'booksort_item',
-           'load_booksort', 'play_text', 'SortData', 'load_sort_data', 'run_conditions', 'check_params',
+           'load_booksort', 'play_text', 'SortData', 'load_sort_data', 'run_conditions', 'check_params', 'requirements',
            'plot_accuracy', 'plot_label_bias', 'sort_departures', 'sort_claims']
 
 # %% ../nbs/api/10_sort.ipynb #1081abb6
@@ -658,6 +659,17 @@ def check_params(p:dict, # the reproduction's parameters (the whole resolved set
         need(all(x in (20, 50) for x in ls), "segment_lengths", ls, "Book-SORT's segment lengths 20, 50")
         need(n <= 100, "n_excerpts", n, "an even int from 2 to 100 (Book-SORT's test split is excerpt_idx < 100)")
     return p
+
+# %% ../nbs/api/10_sort.ipynb #1e1727d1
+def requirements(p:dict, # the resolved parameters
+                )->dict: # models, datasets, packages [(module, pip name)], memory (`repro.estimate_memory`'s arguments)
+    "What a sort run with parameters `p` loads from the hub and the sizes of its GPU memory estimate."
+    hub = is_hub_id(p["model_name"])
+    words = max(p["excerpt_lengths"]) + 2 * max(p["segment_lengths"]) + 100   # the excerpt, both segments, the prompt's text
+    memory = dict(model=p["model_name"], dtype="bfloat16", train="full" if "in_memory" in p["conditions"] else None,
+                  batch=p["batch_size"], seq_len=64 * math.ceil(1.5 * words / 64)) if hub else None
+    return dict(models=[p["model_name"]] if hub else [], datasets=["memari/booksort"] if p["source"] == "booksort" else [],
+                packages=[], memory=memory)
 
 # %% ../nbs/api/10_sort.ipynb #0dea2836
 _COND_LABEL = {"in_context": "in-context", "no_context": "no context", "in_memory": "in-memory (fine-tuned)", "retrieval": "retrieval (BM25)"}

@@ -18,12 +18,13 @@ from transformers import (AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfi
 
 from .core import atomic_dir, seeded, standin_name
 from .data import load_play
+from .sort import distance_bins
 from .models import _smollm2_cached
 
 # %% auto #0
-__all__ = ['TOKENIZER_FAMILIES', 'ARCHS', 'STANDIN_MODELS', 'CIFAR10_CLASSES', 'STANDIN_DATASETS', 'STANDIN_OVERRIDES',
-           'family_tokenizer', 'standin_model', 'make_model_standin', 'make_dataset_standin', 'make_standins',
-           'standin_args', 'make_preset_standins']
+__all__ = ['TOKENIZER_FAMILIES', 'ARCHS', 'STANDIN_MODELS', 'CIFAR10_CLASSES', 'STANDIN_DATASETS', 'STANDIN_FILES',
+           'STANDIN_OVERRIDES', 'family_tokenizer', 'standin_model', 'make_model_standin', 'make_dataset_standin',
+           'make_file_standin', 'make_standins', 'standin_args', 'make_preset_standins']
 
 # %% ../nbs/api/92_standins.ipynb #30838cdb
 _LLAMA3_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
@@ -122,12 +123,15 @@ def _booksort(rng):
                 for ex in range(4):
                     start = rng.randrange(0, len(words) - le)
                     excerpt = words[start:start + le]
-                    p1 = rng.randrange(0, le // 2 - ls); p2 = rng.randrange(p1 + ls, le - ls)
+                    # the card's `distance_bin` is the upper edge of the paper's bin that D = seg2_pos - seg1_pos falls in
+                    edges = distance_bins(le, ls); b = rng.randrange(4)
+                    d = rng.randrange(edges[b] + 1, edges[b + 1] + 1)
+                    p1 = rng.randrange(0, le - ls - d + 1); p2 = p1 + d
                     first = rng.random() < 0.5
                     rows.append(dict(book_idx=book_idx, excerpt_idx=ex, segment_idx=0, excerpt_text=" ".join(excerpt),
                                      excerpt_length=le, segment_1=" ".join(excerpt[p1:p1 + ls]), segment_2=" ".join(excerpt[p2:p2 + ls]),
                                      segment_length=ls, seg1_pos=p1, seg2_pos=p2, present_seg1_first=int(first),
-                                     distance_bin=p2 - p1, excerpt_pos=round(start / len(words), 6), book_title=title,
+                                     distance_bin=edges[b + 1], excerpt_pos=round(start / len(words), 6), book_title=title,
                                      num_words=len(words)))
     types = dict(book_idx="int64", excerpt_idx="int64", segment_idx="int64", excerpt_text="string", excerpt_length="int64",
                  segment_1="string", segment_2="string", segment_length="int64", seg1_pos="int64", seg2_pos="int64",
@@ -219,19 +223,50 @@ def make_dataset_standin(hub_id:str, # a key of `STANDIN_DATASETS`
         (tmp/"README.md").write_text(_card(configs))
     return Path(root)/"datasets"/standin_name(hub_id)
 
+# %% ../nbs/api/92_standins.ipynb #c6c31fa6
+def _llm_memory(rng):
+    words = _words("twelfth-night"); files = {}
+    sent = lambda n: " ".join(words[(s := rng.randrange(0, len(words) - n)):s + n])
+    for expt in range(1, 7):   # the official layout: data/llm-experiment-data/expt{1..6}/{seen,unseen}_data_{0..3}.json
+        for split in range(4):
+            for which in ("seen", "unseen"):
+                lines = [json.dumps({"sent": sent(rng.randrange(8, 20))}) for _ in range(8)]
+                files[f"data/llm-experiment-data/expt{expt}/{which}_data_{split}.json"] = "\n".join(lines) + "\n"
+    return files
+
+STANDIN_FILES = {"eminorhan/llm-memory": _llm_memory}
+
+def make_file_standin(repo:str, # a key of `STANDIN_FILES`
+                      root:str|Path, # the stand-ins folder
+                      seed:int=0, # seeds the generated contents
+                     )->Path:
+    "Write the stand-in of a repository's data files (same paths, same format, tiny) into `root/files/ORG--NAME`."
+    if repo not in STANDIN_FILES: raise ValueError(f"no stand-in recipe for the files of {repo!r}; known: {', '.join(STANDIN_FILES)}")
+    with atomic_dir(Path(root)/"files"/standin_name(repo)) as tmp:
+        for rel, text in STANDIN_FILES[repo](random.Random(seed)).items():
+            (tmp/rel).parent.mkdir(parents=True, exist_ok=True); (tmp/rel).write_text(text)
+    return Path(root)/"files"/standin_name(repo)
+
 # %% ../nbs/api/92_standins.ipynb #aee30b26
 def make_standins(root:str|Path, # the folder `$UNLEARNKIT_STANDINS` will name
                   models=None, # hub model ids (default: every one in `STANDIN_MODELS`)
                   datasets=None, # hub dataset ids (default: every one in `STANDIN_DATASETS`)
+                  files=None, # repositories whose data files a preset reads (default: every one in `STANDIN_FILES`)
                  )->Path:
     "Build the stand-ins folder for the `gpu` presets (a few seconds per model on a CPU)."
     root = Path(root); root.mkdir(parents=True, exist_ok=True)
     for m in (STANDIN_MODELS if models is None else models): make_model_standin(m, root)
     for d in (STANDIN_DATASETS if datasets is None else datasets): make_dataset_standin(d, root)
+    for f in (STANDIN_FILES if files is None else files): make_file_standin(f, root)
     return root
 
 # %% ../nbs/api/92_standins.ipynb #3b17859c
 STANDIN_OVERRIDES = {
+    # sort: two excerpts of one length per stand-in book, every condition of the preset, on the Llama-3 Instruct stand-in
+    "sort": dict(excerpt_lengths=[250], segment_lengths=[20], n_excerpts=2, batch_size=4),
+    # fewshot: the paper's five experiments from the stand-in files, 4 pairs each, one learning rate, 12 retention steps
+    "fewshot": dict(n_sentences=4, lrs=[1e-4], exposures=[1, 2], batch_size=4, eval_batch_size=16, retention_words=24,
+                    retention_batch_size=2, retention_steps=[0, 10, 12], retention_max_steps=12),
     "knights": dict(people=[3], n_train=4, n_test=2, n_eval=2, epochs=1, eval_every=1, batch_size=2, grad_accum=2,
                     eval_batch_size=16, n_zero_shot=2, threads=1),
     "passn": dict(n_train=4, n_test=2, objectives=[1, 16], epochs=1, batch_size=2, grad_accum=2, ks=[1, 4], n_samples=4, max_rows=16),
@@ -258,9 +293,10 @@ def make_preset_standins(root:str|Path, # the folder `$UNLEARNKIT_STANDINS` will
                         )->Path:
     "The stand-ins the shrunk gpu presets of `names` load (their `requirements`), built in `root`."
     from unlearnkit.repro import paper_module, resolve_params   # repro sits below this module's users, not below this module
-    models, datasets = {}, {}
+    models, datasets, files = {}, {}, {}
     for n in names:
         a = standin_args(n)
         req = paper_module(n).requirements(resolve_params(n, "gpu", list(zip(a[1::3], a[2::3]))))
         models.update(dict.fromkeys(req["models"])); datasets.update(dict.fromkeys(req["datasets"]))
-    return make_standins(root, models=list(models), datasets=list(datasets))
+        files.update(dict.fromkeys(req.get("files", [])))
+    return make_standins(root, models=list(models), datasets=list(datasets), files=list(files))
