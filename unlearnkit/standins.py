@@ -264,9 +264,9 @@ def make_standins(root:str|Path, # the folder `$UNLEARNKIT_STANDINS` will name
 STANDIN_OVERRIDES = {
     # sort: two excerpts of one length per stand-in book, every condition of the preset, on the Llama-3 Instruct stand-in
     "sort": dict(excerpt_lengths=[250], segment_lengths=[20], n_excerpts=2, batch_size=4),
-    # fewshot: the paper's five experiments from the stand-in files, 4 pairs each, one learning rate, 12 retention steps
-    "fewshot": dict(n_sentences=4, lrs=[1e-4], exposures=[1, 2], batch_size=4, eval_batch_size=16, retention_words=24,
-                    retention_batch_size=2, retention_steps=[0, 10, 12], retention_max_steps=12),
+    # fewshot: the paper's five experiments from the stand-in files, 4 pairs each, one learning rate, 11 retention steps probing the novel kind
+    "fewshot": dict(n_sentences=4, lrs=[1e-4], exposures=[1, 2], batch_size=4, eval_batch_size=32, retention_words=24,
+                    retention_batch_size=2, retention_kinds=["novel"], retention_steps=[0, 10, 11], retention_max_steps=11),
     "knights": dict(people=[3], n_train=4, n_test=2, n_eval=2, epochs=1, eval_every=1, batch_size=2, grad_accum=2,
                     eval_batch_size=16, n_zero_shot=2, threads=1),
     "passn": dict(n_train=4, n_test=2, objectives=[1, 16], epochs=1, batch_size=2, grad_accum=2, ks=[1, 4], n_samples=4, max_rows=16),
