@@ -142,3 +142,8 @@ def test_dry_run_estimates_and_missing_standins(standins, tmp_path):
     r = cli("run", "knights", "--preset", "gpu", "--device", "cpu", "--dry-run", "--out", tmp_path/"k", env={**env, "UNLEARNKIT_STANDINS": str(empty)})
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert "meta-llama/Meta-Llama-3-8B" in r.stderr and str(empty/"models"/"meta-llama--Meta-Llama-3-8B") in r.stderr, r.stderr
+    nofiles = tmp_path/"nofiles"; nofiles.mkdir()   # models and datasets there, the paper's stimulus files not
+    for kind in ("models", "datasets"): (nofiles/kind).symlink_to(standins/kind)
+    r = cli("run", "fewshot", "--preset", "gpu", "--device", "cpu", "--dry-run", "--out", tmp_path/"f", env={**env, "UNLEARNKIT_STANDINS": str(nofiles)})
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "the files of 'eminorhan/llm-memory'" in r.stderr and str(nofiles/"files"/"eminorhan--llm-memory") in r.stderr, r.stderr

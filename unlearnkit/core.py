@@ -432,8 +432,9 @@ def standin(kind:str, # "models", "datasets" or "files"
     if root is None: return None
     p = root/kind/standin_name(hub_id)
     if not p.exists():
-        raise StandinError(f"no stand-in for the {kind[:-1]} {hub_id!r}: looked for {p} ($UNLEARNKIT_STANDINS={root}); "
-                           "build the stand-ins with unlearnkit.standins.make_standins, or unset UNLEARNKIT_STANDINS to use the hub")
+        what = "the files of" if kind == "files" else f"the {kind[:-1]}"   # files: a repository's data files
+        raise StandinError(f"no stand-in for {what} {hub_id!r}: looked for {p} ($UNLEARNKIT_STANDINS={root}); "
+                           "build the stand-ins with unlearnkit.standins.make_standins, or unset UNLEARNKIT_STANDINS to download the real ones")
     return p
 
 # %% ../nbs/api/00_core.ipynb #2ce2f969
