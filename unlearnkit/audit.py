@@ -66,20 +66,28 @@ def answer_stats(model, # a causal LM
     pad = model.config.pad_token_id or 0
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i:i+batch_size]
+        if any(not p or not a for p, a in chunk): raise ValueError("every item needs a prompt and an answer token")
         b = collate([dict(input_ids=p + a, labels=[-100]*len(p) + a) for p, a in chunk], pad)
         ids, am = b["input_ids"].to(model.device), b["attention_mask"].to(model.device)
-        logp = F.log_softmax(model(input_ids=ids, attention_mask=am).logits[:, :-1].float(), -1)
-        labels = b["labels"][:, 1:].to(model.device)
+        # logits only where an answer token is predicted: from the shortest prompt's last token on (the LM head and the
+        # vocabulary-wide softmax are most of the cost at a 128k vocabulary), then only the answer positions themselves
+        keep = ids.shape[1] - min(len(p) for p, _ in chunk) + 1
+        logits = model(input_ids=ids, attention_mask=am, logits_to_keep=keep).logits[:, -keep:-1]
+        labels = b["labels"][:, -keep + 1:].to(model.device)
         mask = labels != -100
-        tlp = logp.gather(-1, labels.clamp_min(0)[..., None]).squeeze(-1)
-        hit = logp.argmax(-1) == labels
+        logp = F.log_softmax(logits[mask].float(), -1)   # (answer tokens of the batch, V), row-major: item by item
+        y = labels[mask]
+        tlp = logp.gather(-1, y[:, None]).squeeze(-1)
+        hit = logp.argmax(-1) == y
         p = logp.exp()
         mu = (p * logp).sum(-1)
         sd = ((p * logp**2).sum(-1) - mu**2).clamp_min(1e-12).sqrt()
         z = (tlp - mu) / sd
+        ends = mask.sum(1).cumsum(0).tolist()
+        tlp, z, hit = tlp.cpu().numpy(), z.cpu().numpy(), hit.cpu().numpy()
         for j in range(len(chunk)):
-            m = mask[j]
-            lp, zz, h = tlp[j][m].cpu().numpy(), z[j][m].cpu().numpy(), hit[j][m].cpu().numpy()
+            s = slice(ends[j - 1] if j else 0, ends[j])
+            lp, zz, h = tlp[s], z[s], hit[s]
             out["nll_mean"].append(-lp.mean()); out["nll_sum"].append(-lp.sum()); out["n_tokens"].append(len(lp))
             out["em"].append(h.mean()); out["es"].append(_extraction_strength(h))
             out["mink"].append(min_k(lp, k)); out["minkpp"].append(min_k(zz, k))
@@ -172,16 +180,20 @@ def embedding_neighbours(emb:torch.Tensor, # (V, d) input embedding matrix
                          n:int=5, # neighbours per token
                          exclude:tuple=(), # token ids never used as substitutes (specials)
                          block:int=4096, # rows per similarity block (a full V x V matrix of Llama 3's 128k vocabulary is 66 GB)
-                        )->torch.Tensor: # (V, n) the n most cosine-similar other tokens of each token
-    "Nearest neighbours of every token in embedding space."
+                         tokens=None, # only these tokens' neighbours (e.g. the prompts' tokens); None: every token's
+                        )->torch.Tensor: # (V, n) the n most cosine-similar other tokens of each token (-1 in rows not computed)
+    "Nearest neighbours of tokens in embedding space."
     e = F.normalize(emb.detach().float(), dim=-1)
-    out = []
-    for s in range(0, len(e), block):
-        sim = e[s:s + block] @ e.T
-        sim[torch.arange(len(sim)), torch.arange(s, s + len(sim))] = -2
+    rows = torch.arange(len(e)) if tokens is None else torch.tensor(sorted(set(int(t) for t in tokens)), dtype=torch.long)
+    if len(rows) and not (0 <= int(rows[0]) and int(rows[-1]) < len(e)): raise ValueError(f"tokens must be ids below {len(e)}")
+    out = torch.full((len(e), n), -1, dtype=torch.long)
+    for s in range(0, len(rows), block):
+        r = rows[s:s + block]
+        sim = e[r.to(e.device)] @ e.T
+        sim[torch.arange(len(r)), r.to(e.device)] = -2
         if exclude: sim[:, list(exclude)] = -2
-        out.append(sim.topk(n, dim=-1).indices.cpu())
-    return torch.cat(out)
+        out[r] = sim.topk(n, dim=-1).indices.cpu()
+    return out
 
 def perturb_pairs(pairs:list[tuple], # (prompt ids, answer ids)
                   neighbours:torch.Tensor, # from `embedding_neighbours`
@@ -198,7 +210,9 @@ def perturb_pairs(pairs:list[tuple], # (prompt ids, answer ids)
         for r in radii:
             for _ in range(n_samples):
                 q = list(p)
-                for j in rng.sample(pos, min(r, len(pos))): q[j] = int(neighbours[q[j], rng.randrange(neighbours.shape[1])])
+                for j in rng.sample(pos, min(r, len(pos))):
+                    q[j] = int(neighbours[q[j], rng.randrange(neighbours.shape[1])])
+                    if q[j] < 0: raise ValueError(f"token {p[j]} of prompt {i} has no neighbours (embedding_neighbours(tokens=...) left it out)")
                 out.append((i, r, q, a))
     return out
 
@@ -312,10 +326,11 @@ class AuditContext:
     def remind(self, name:str)->np.ndarray:
         "REMIND loss-landscape features of a split (the perturbations are seeded by split, so every model sees the same ones)."
         def f():
-            if self.neighbours is None:
-                self.neighbours = embedding_neighbours(self.model.get_input_embeddings().weight, exclude=tuple(self.tok.all_special_ids))
+            nb = self.neighbours   # default: this model's neighbours of the split's prompt tokens (not all V rows)
+            if nb is None: nb = embedding_neighbours(self.model.get_input_embeddings().weight, exclude=tuple(self.tok.all_special_ids),
+                                                     tokens={t for p, _ in self.pairs(name) for t in p})
             off = {"forget": 0, "holdout": 1}.get(name, 2)
-            pert = perturb_pairs(self.pairs(name), self.neighbours, self.radii, self.n_samples, seed=self.seed + off)
+            pert = perturb_pairs(self.pairs(name), nb, self.radii, self.n_samples, seed=self.seed + off)
             x = remind_features(self.model, self.pairs(name), pert, self.batch_size * 2)
             self._put(name, remind_sharpness=x[:, 1]); return x
         return self._once(("remind", name), f)

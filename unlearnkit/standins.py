@@ -50,13 +50,30 @@ TOKENIZER_FAMILIES = {   # family -> special tokens, whether the tokenizer puts 
     "gpt2": dict(bos="<|endoftext|>", eos="<|endoftext|>", extra=[], adds_bos=False, template=None),
 }
 
+def _truncated_bpe(spec:dict, # a `tokenizers` BPE model's JSON
+                   n:int, # keep ids below n
+                  )->dict:
+    "A byte-level BPE cut to its first `n` ids: the vocabulary below n and the merges whose parts and result survive."
+    if spec["model"]["type"] != "BPE": raise ValueError(f"expected a BPE tokenizer, got {spec['model']['type']}")
+    v = {k: i for k, i in spec["model"]["vocab"].items() if i < n}
+    spec["model"]["vocab"] = v
+    def keep(m):
+        a, b = m if isinstance(m, list) else m.split(" ")   # merges are pairs, or "a b" strings in older files
+        return a in v and b in v and a + b in v
+    spec["model"]["merges"] = [m for m in spec["model"]["merges"] if keep(m)]
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["id"] < n]
+    return spec
+
 def family_tokenizer(family:str, # a key of `TOKENIZER_FAMILIES`
+                     vocab_size:int|None=4096, # SmolLM2's first ids kept (None: all 49,152); the family's special tokens come on top
                     )->PreTrainedTokenizerFast:
-    "SmolLM2's byte-level BPE with a model family's special tokens, BOS mechanics and chat template."
+    "SmolLM2's byte-level BPE (cut to `vocab_size` ids) with a model family's special tokens, BOS mechanics and chat template."
     if family not in TOKENIZER_FAMILIES: raise ValueError(f"family must be one of {', '.join(TOKENIZER_FAMILIES)}, got {family!r}")
+    if vocab_size is not None and not 512 <= vocab_size <= 49152: raise ValueError(f"vocab_size must be in [512, 49152] or None, got {vocab_size}")
     f = TOKENIZER_FAMILIES[family]
     base = AutoTokenizer.from_pretrained(_smollm2_cached())
-    bt = Tokenizer.from_str(base.backend_tokenizer.to_str())
+    spec = json.loads(base.backend_tokenizer.to_str())
+    bt = Tokenizer.from_str(json.dumps(spec if vocab_size is None else _truncated_bpe(spec, vocab_size)))
     specials = [t for t in (f.get("bos"), f["eos"], f.get("unk"), f.get("pad"), *f["extra"]) if t]
     bt.add_special_tokens(list(dict.fromkeys(specials)))
     if f["adds_bos"]:
@@ -274,11 +291,11 @@ STANDIN_OVERRIDES = {
                     budgets=[8], alphas=[0.95], gate_hidden=8, gate_steps=2, lm_tokens=48, lm_passages=2, lm_budgets=[16],
                     lm_chunk=32, mem_lengths=[16, 24]),
     # unlearning: the methods whose code differs on a real architecture (RMU's layer steering, SSD's Fisher, GU's
-    # projection) and one plain loss; every audit runs, on a handful of items (each forward makes 128k-way logits)
+    # projection) and one plain loss; every audit runs, on a handful of items
     "unlearning": dict(n_people=10, n_holdout=4, forget_fracs=[0.1], fit_epochs=1, fit_batch=8, unlearn_epochs=1, unlearn_batch=4,
                        methods=["ga", "rmu", "ssd", "gu"], ssd_sweep=[10], gu_k=1, n_eval_retain=10, remind_samples=1,
                        rmu_layer=1, threads=1),
-    "sfd": dict(image_size=16, channels=[8, 8, 8, 8], max_per_class=4, train_steps=2, batch_size=8, ft_steps=2, sfd_steps=2,
+    "sfd": dict(image_size=16, channels=[8, 8, 8, 8], layers_per_block=1, max_per_class=4, train_steps=2, batch_size=8, ft_steps=2, sfd_steps=2,
                 sfd_batch=4, probe_every=1, clf_steps=2, clf_width=8, n_eval=2, sample_steps=2, fid="classifier", timing_repeats=5, threads=1),
 }
 

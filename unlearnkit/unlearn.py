@@ -25,7 +25,7 @@ from .plots import PALETTE
 from .models import load_lm, tiny_lm
 from .train import causal_lm_loss, collate, lm_examples, sequence_nll, train
 from .factworld import FactWorld, world_splits
-from .audit import audit_model, audit_table, answer_stats, compare_to_oracle, embedding_neighbours, forgetting_efficacy
+from .audit import audit_model, audit_table, answer_stats, compare_to_oracle, embedding_neighbours, encode_pairs, forgetting_efficacy
 
 # %% auto #0
 __all__ = ['REGISTRY', 'TRAINED_METHODS', 'GU_BASES', 'FIT_WARMUP', 'SOURCES', 'qa_examples', 'pair_examples', 'pair_collate',
@@ -608,8 +608,9 @@ def run_split(target, tok, # the fitted target and its tokenizer
     "Train the oracle, run every method and audit every model (target included) against the oracle, per item."
     s = eval_splits(world, frac, n_eval_retain, seed)
     fx, rx = qa_examples(tok, s["forget"]), qa_examples(tok, s["retain_train"])
-    kw = dict(neighbours=embedding_neighbours(target.get_input_embeddings().weight, exclude=tuple(tok.all_special_ids)),
-              n_samples=remind_samples, seed=seed)
+    prompt_tokens = {t for k in ("forget", "holdout") for p, _ in encode_pairs(tok, s[k]["prompt"], s[k]["answer"]) for t in p}
+    kw = dict(neighbours=embedding_neighbours(target.get_input_embeddings().weight, exclude=tuple(tok.all_special_ids), tokens=prompt_tokens),
+              n_samples=remind_samples, seed=seed)   # REMIND's neighbours: the target's, of the tokens it perturbs
     audits, results = {"target": audit_model(target, tok, s, **kw).release()}, {}
     for name, m in [("oracle", oracle)] + list(methods.items()):
         um, results[name] = unlearn(start if name == "oracle" else target, m, fx, rx, seed=seed, progress=False)
