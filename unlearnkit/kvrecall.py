@@ -20,6 +20,7 @@ from .stats import permutation_test
 from .claims import claim, decide, tested_claim
 from .plots import PALETTE
 from .kvcache import Full, StreamingLLM, H2O, forward_with_policy, policy_set, kept_map, kv_bytes, memory_stats
+from .models import is_hub_id
 import unlearnkit.trimkv   # registers the "trimkv" policy
 
 # %% auto #0
@@ -261,8 +262,7 @@ def check_params(p:dict, # the reproduction's resolved parameters (preset, out_d
 def requirements(p:dict, # the resolved parameters
                 )->dict: # models, datasets, packages [(module, pip name)], memory (`repro.estimate_memory`'s arguments)
     "What a kvcache run with parameters `p` loads from the hub and the sizes of its GPU memory estimate."
-    from pathlib import Path
-    hub = "/" in p["lm"] and not Path(p["lm"]).exists()
+    hub = is_hub_id(p["lm"])
     return dict(models=[p["lm"]] if hub else [], datasets=[], packages=[],
                 memory=dict(model=p["lm"], dtype="bfloat16", train=None, batch=p["lm_passages"], seq_len=p["lm_tokens"]) if hub else None)
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .core import check_int, check_float, check_list, check_choice, check_str, need
 from .stats import paired_bootstrap
 from .claims import claim, tested_claim
-from .models import tiny_lm, word_tokenizer, load_lm, n_params
+from .models import tiny_lm, word_tokenizer, load_lm, n_params, is_hub_id
 from .data import load_hub_dataset
 from .train import (encode_example, use_bos, collate, pad_id, sequence_nll, train, at_epochs,
                               steps_per_epoch, upcast_half)
@@ -811,10 +811,9 @@ MATH_TRAIN, MATH_TEST = "EleutherAI/hendrycks_math", "HuggingFaceH4/MATH-500"
 def requirements(p:dict, # the resolved parameters
                 )->dict: # models, datasets, packages [(module, pip name)], memory (`repro.estimate_memory`'s arguments)
     "What a passn run with parameters `p` loads from the hub and the sizes of its GPU memory estimate."
-    from pathlib import Path
     if p["task"] != "math": return dict(models=[], datasets=[], packages=[], memory=None)
     m = p["model_name"]
     rows = min(p["max_rows"], p["n_samples"] * p["n_test"]) if p["n_samples"] else 0
-    return dict(models=[m] if "/" in m and not Path(m).exists() else [], datasets=[MATH_TRAIN, MATH_TEST], packages=[],
+    return dict(models=[m] if is_hub_id(m) else [], datasets=[MATH_TRAIN, MATH_TEST], packages=[],
                 memory=dict(model=m, dtype="bfloat16" if p["dtype"] == "auto" else p["dtype"], train="full",
                             batch=max(p["batch_size"], rows), seq_len=512))
