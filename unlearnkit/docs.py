@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 
 # %% auto #0
-__all__ = ['site_config', 'site_pages', 'page_md_name', 'page_html_name', 'page_meta', 'executed_reproduction',
+__all__ = ['site_config', 'site_pages', 'site_labels', 'page_md_name', 'page_html_name', 'page_meta', 'executed_reproduction',
            'execute_notebook', 'module_pages', 'cells_markdown', 'summary_box', 'build_docs', 'check_site',
            'readme_from_index', 'main']
 
@@ -40,6 +40,16 @@ def site_pages(root:str|Path=".")->list[tuple[str, list[str]]]:
     for item in cfg["website"]["sidebar"]["contents"]:
         if isinstance(item, dict) and "section" in item: out.append((item["section"], _expand(root, item)))
         else: out.append(("", _expand(root, item)))
+    return out
+
+def site_labels(root:str|Path=".")->dict[str, str]:
+    "Page path -> the label `_quarto.yml` gives it in the sidebar (`text:` of an `href:` item), for the pages that have one."
+    out = {}
+    def walk(items):
+        for it in items if isinstance(items, list) else []:
+            if isinstance(it, dict) and "href" in it and "text" in it: out[it["href"]] = str(it["text"])
+            elif isinstance(it, dict): walk(it.get("contents"))
+    walk(site_config(root)["website"]["sidebar"]["contents"])
     return out
 
 def page_md_name(path:str)->str:
@@ -403,10 +413,11 @@ def build_docs(root:str|Path=".", # the repository (where _quarto.yml is)
     return dict(pages=results, errors=errors, warnings=warnings, out=out)
 
 def _nav(root, titles, src, keep):
-    "The navigation: `_quarto.yml`'s sidebar (the pages built), then the suite report."
+    "The navigation: `_quarto.yml`'s sidebar (the pages built, with its labels), then the suite report."
     nav = []
+    labels = site_labels(root)
     for sec, ps in site_pages(root):
-        items = [{titles.get(p, Path(p).stem): page_md_name(p)} for p in ps if p in keep]
+        items = [{labels.get(p) or titles.get(p, Path(p).stem): page_md_name(p)} for p in ps if p in keep]
         if not items: continue
         if sec: nav.append({sec: items})
         else: nav += items
