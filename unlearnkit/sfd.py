@@ -436,7 +436,7 @@ def check_params(p:dict)->dict:
     tr = check_list(p, "sfd_t_range", int, lo=0, hi=T, min_len=2, max_len=2, increasing=True)
     check_float(p, "sfd_forget_coef", lo=0, lo_open=True); check_int(p, "sfd_batch", lo=1); check_int(p, "probe_every", lo=1)
     check_int(p, "clf_width", lo=1); check_int(p, "clf_steps", lo=1)
-    check_int(p, "n_eval", lo=2); check_int(p, "timing_repeats", lo=MIN_REPEATS)
+    check_int(p, "n_eval", lo=2); check_int(p, "timing_repeats", lo=MIN_REPEATS); check_int(p, "timing_images", lo=1)
     check_choice(p, "fid", ("classifier", "inception"))
     need(p["fid"] == "classifier" or src != "digits", "fid", p["fid"], "'classifier' for the digits (Inception needs larger RGB images)")
     check_int(p, "threads", lo=0)

@@ -296,7 +296,8 @@ STANDIN_OVERRIDES = {
                        methods=["ga", "rmu", "ssd", "gu"], ssd_sweep=[10], gu_k=1, n_eval_retain=10, remind_samples=1,
                        rmu_layer=1, threads=1),
     "sfd": dict(image_size=16, channels=[8, 8, 8, 8], layers_per_block=1, max_per_class=4, train_steps=2, batch_size=8, ft_steps=2, sfd_steps=2,
-                sfd_batch=4, probe_every=1, clf_steps=2, clf_width=8, n_eval=2, sample_steps=2, fid="classifier", timing_repeats=5, threads=1),
+                sfd_batch=4, probe_every=1, clf_steps=2, clf_width=8, n_eval=2, sample_steps=2, fid="classifier", timing_repeats=5,
+                timing_images=10, threads=1),
 }
 
 def standin_args(name:str, # a reproduction with an entry in `STANDIN_OVERRIDES`
