@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import HfApi
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel,
-                          LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast)
+import transformers   # model classes as `transformers.X` when called: importing them loads the modeling stack (~4 s),
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerFast   # which a parameter check in the CLI never needs
 from .core import atomic_dir, cache_dir, default_dtype, get_device, seeded, standin
 
 # %% auto #0
@@ -47,7 +47,7 @@ def _smollm2_cached(cache:Path|None=None)->Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # the dequantised weights are plain fp32 tensors: drop the GGUF quantisation marker so they can be saved
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"): del model.config.quantization_config
@@ -106,12 +106,12 @@ def tiny_lm(arch:str="llama", # "llama" (RoPE, GQA) or "gpt2"
         ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     with seeded(seed):   # the initial weights follow `seed`; the caller's generators are left as they were
         if arch == "llama":
-            cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=4*d_model,
+            cfg = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=4*d_model,
                               num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_kv_head,
                               max_position_embeddings=max_len, tie_word_embeddings=True, **ids)
-            return LlamaForCausalLM(cfg)
-        cfg = GPT2Config(vocab_size=vocab_size, n_embd=d_model, n_layer=n_layer, n_head=n_head, n_positions=max_len, **ids)
-        return GPT2LMHeadModel(cfg)
+            return transformers.LlamaForCausalLM(cfg)
+        cfg = transformers.GPT2Config(vocab_size=vocab_size, n_embd=d_model, n_layer=n_layer, n_head=n_head, n_positions=max_len, **ids)
+        return transformers.GPT2LMHeadModel(cfg)
 
 # %% ../nbs/api/01_models.ipynb #f85a5909
 OFFLINE_MODELS = {
@@ -152,7 +152,7 @@ def _load_lm(name_or_path, device, dtype, seed, **kwargs):
     if key == "smollm2-135m":
         path = _smollm2_cached()
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     elif key in ("tiny-gpt2", "tiny-llama"):
         tok = byte_tokenizer()
         model = tiny_lm("gpt2" if key == "tiny-gpt2" else "llama", vocab_size=len(tok), n_kv_head=None if key == "tiny-gpt2" else 2,
@@ -161,7 +161,7 @@ def _load_lm(name_or_path, device, dtype, seed, **kwargs):
         kwargs.setdefault("trust_remote_code", False)
         src = name_or_path if Path(name_or_path).exists() else (standin("models", name_or_path) or name_or_path)   # the hub id's stand-in, when they are on
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=kwargs["trust_remote_code"])
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, **kwargs)
+        model = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=dtype, **kwargs)
     else:
         raise ValueError(f"unknown model {name_or_path!r}: use an offline name ({', '.join(OFFLINE_MODELS)}), "
                          "a hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct', or a local folder")
