@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from conftest import cli, run_once
 
 GPU_NAMES = ["sort", "fewshot", "knights", "passn", "kvcache", "unlearning", "sfd"]
 HUB_OFF = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}   # a stand-in run must not reach the hub
@@ -26,30 +26,34 @@ def _args(name):
 
 @pytest.fixture(scope="session")
 def standins(tmp_path_factory):
-    "The stand-ins every shrunk gpu preset needs, built once per session."
+    "The stand-ins every shrunk gpu preset needs, built once per test run (shared by pytest-xdist's workers)."
     from unlearnkit.standins import make_preset_standins
-    return make_preset_standins(tmp_path_factory.mktemp("standins"), GPU_NAMES)
+    return Path(run_once(tmp_path_factory, "standins", lambda d: {"path": str(make_preset_standins(d, GPU_NAMES))})["path"])
 
 _runs = {}
 
 @pytest.fixture(scope="session")
 def gpu_run(standins, tmp_path_factory):
-    "`gpu_run(name)` -> (metrics, results folder, wall s, CPU s): the shrunk gpu preset on stand-ins, once per session."
+    "`gpu_run(name)` -> (metrics, results folder, wall s, CPU s): the shrunk gpu preset on stand-ins, once per test run."
+    def make(name, folder):
+        out = folder/"run"
+        r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+        r = cli("run", name, "--preset", "gpu", "--device", "cpu", "--out", out, *_args(name),
+                env={"UNLEARNKIT_STANDINS": str(standins), **HUB_OFF})
+        wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)   # the CLI and its kernel, both waited for
+        if r.returncode != 0:
+            pytest.fail(f"unlearnkit-repro run {name} --preset gpu --device cpu (stand-ins) failed ({r.returncode}):\n{r.stderr[-4000:]}")
+        print(f"\n{name}/gpu on stand-ins: {wall:.0f} s wall, {cpu:.0f} s CPU")
+        return {"out": str(out), "wall": wall, "cpu": cpu}
+
     def get(name):
         if name not in _runs:
-            out = tmp_path_factory.mktemp(f"{name}-gpu")/"run"
-            r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-            r = cli("run", name, "--preset", "gpu", "--device", "cpu", "--out", out, *_args(name),
-                    env={"UNLEARNKIT_STANDINS": str(standins), **HUB_OFF})
-            wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)   # the CLI and its kernel, both waited for
-            if r.returncode != 0:
-                pytest.fail(f"unlearnkit-repro run {name} --preset gpu --device cpu (stand-ins) failed ({r.returncode}):\n{r.stderr[-4000:]}")
-            print(f"\n{name}/gpu on stand-ins: {wall:.0f} s wall, {cpu:.0f} s CPU")
-            _runs[name] = (json.loads((out/"metrics.json").read_text()), out, wall, cpu)
+            info = run_once(tmp_path_factory, f"{name}-gpu", lambda folder: make(name, folder))
+            out = Path(info["out"])
+            _runs[name] = (json.loads((out/"metrics.json").read_text()), out, info["wall"], info["cpu"])
         return _runs[name]
     return get
-
 
 @pytest.mark.parametrize("name", GPU_NAMES)
 def test_gpu_preset_on_standins(gpu_run, name):

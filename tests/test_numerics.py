@@ -1,7 +1,8 @@
 """The numerically sensitive notebooks once more, under other arithmetic: one thread and the generic kernels.
 
-Float32 results depend on the matrix kernels and the thread count. The main run covers the default setting (all
-threads up to 2, AVX2 on x86); this test re-runs the notebooks whose checks compare float32 model outputs with
+Float32 results depend on the matrix kernels and the thread count. The main run covers the default kernels (AVX2 on
+x86) with each pytest-xdist worker's share of the cores (one thread on two cores; up to two with `pytest -n 0`); this
+test re-runs the notebooks whose checks compare float32 model outputs with
 `OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2`, so a tolerance
 that is sized by one machine's rounding rather than by the computation fails here.
 
@@ -18,7 +19,7 @@ LOW = dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ATEN_CPU_CAPABILITY="defaul
 
 def test_sensitive_notebooks_with_one_thread_and_generic_kernels():
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q", *NOTEBOOKS],
+    r = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q", "-n", "0", *NOTEBOOKS],
                        cwd=ROOT, env={**os.environ, **LOW}, capture_output=True, text=True, timeout=1200)
     wall = time.perf_counter() - t0
     print(f"{len(NOTEBOOKS)} notebooks with {' '.join(f'{k}={v}' for k, v in LOW.items())}: {wall:.0f} s")
