@@ -54,6 +54,31 @@ def test_static_widget_views(site):
     _, out, _ = site
     assert "Static view 2 of 3" in (out/"api"/"05_plots.html").read_text()
 
+def test_docs_render_the_copy_the_tests_executed(tmp_path, monkeypatch):
+    """With $UNLEARNKIT_EXECUTED, nbval keeps a notebook that passed as it ran it (nbs/conftest.py), and the docs build
+    renders that copy instead of executing the notebook: the same page, text and figures."""
+    import os, subprocess, sys, nbformat
+    from unlearnkit.docs import kept_page
+    page, kept = "nbs/api/05_plots.ipynb", tmp_path/"kept"
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", page], cwd=ROOT,
+                       env={**os.environ, "UNLEARNKIT_EXECUTED": str(kept)}, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:]
+    k = kept_page(ROOT, page, kept)
+    assert [p.name for p in kept.iterdir()] == [k.name]
+    nb = nbformat.read(str(k), as_version=4)
+    assert sum(bool(c.outputs) for c in nb.cells if c.cell_type == "code") >= 2
+    assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    monkeypatch.setenv("UNLEARNKIT_EXECUTED", str(kept))
+    a = build_docs(ROOT, tmp_path/"a", only=[page], verbose=False)
+    monkeypatch.setenv("UNLEARNKIT_EXECUTED", str(tmp_path/"none"))   # nothing kept: executed here
+    b = build_docs(ROOT, tmp_path/"b", only=[page], verbose=False)
+    assert a["errors"] == b["errors"] == [] and a["pages"][0]["kept"] and not b["pages"][0]["kept"]
+    text = lambda d: re.sub(r"<[^>]*>", "", (d/page_html_name(page)).read_text(encoding="utf-8"))
+    assert text(tmp_path/"a") == text(tmp_path/"b")
+    figs = lambda d: sorted(p.name for p in (d/"api").glob("*_files/*.png"))
+    assert figs(tmp_path/"a") == figs(tmp_path/"b") != []
+
+
 def test_failing_notebook_is_named_and_the_rest_builds(tmp_path):
     "A notebook that raises: its page shows the error, the build names notebook and cell, the other pages are built."
     import shutil, nbformat

@@ -16,8 +16,8 @@ import nbformat
 
 # %% auto #0
 __all__ = ['site_config', 'site_pages', 'site_labels', 'page_md_name', 'page_html_name', 'page_meta', 'executed_reproduction',
-           'execute_notebook', 'module_pages', 'cells_markdown', 'summary_box', 'build_docs', 'check_site',
-           'readme_from_index', 'main']
+           'execute_notebook', 'page_key', 'kept_page', 'module_pages', 'cells_markdown', 'summary_box', 'build_docs',
+           'check_site', 'readme_from_index', 'main']
 
 # %% ../nbs/api/91_docs.ipynb #8ab937a0
 def site_config(root:str|Path=".")->dict:
@@ -112,6 +112,27 @@ def execute_notebook(nb, # a notebook (nbformat), executed in place
         if old is None: os.environ.pop("UNLEARNKIT_STATIC_WIDGETS", None)
         else: os.environ["UNLEARNKIT_STATIC_WIDGETS"] = old
     return None
+
+# %% ../nbs/api/91_docs.ipynb #68215300
+def page_key(root:str|Path, # the repository
+             path:str, # a page, e.g. nbs/tutorials/01_what_does_a_model_remember.ipynb
+            )->str: # 16 hex digits
+    "What an executed page depends on: a sha256 of the notebook, the package's sources and `settings.ini`."
+    import hashlib
+    root = Path(root); h = hashlib.sha256()
+    for f in [root/path, root/"settings.ini", *sorted((root/"unlearnkit").glob("*.py"))]:
+        h.update(f.relative_to(root).as_posix().encode() + b"\0")
+        h.update(f.read_bytes() if f.exists() else b"(none)"); h.update(b"\0")
+    return h.hexdigest()[:16]
+
+def kept_page(root:str|Path, # the repository
+              path:str, # a page
+              folder:str|Path|None=None, # default: $UNLEARNKIT_EXECUTED, else ROOT/_executed
+             )->Path:
+    "Where the tests keep page `path` as they executed it, for the docs build (see `page_key`)."
+    folder = Path(folder or os.environ.get("UNLEARNKIT_EXECUTED") or Path(root)/"_executed")
+    if not folder.is_absolute(): folder = Path(root)/folder
+    return folder/f"{path.replace('/', '__')}.{page_key(root, path)}.ipynb"
 
 # %% ../nbs/api/91_docs.ipynb #e94c1db3
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -299,7 +320,7 @@ def _render_page_(job:dict)->dict:
         for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"): os.environ[k] = str(job["threads"])
     md_name = page_md_name(path); dest = src_dir/md_name
     assets = dest.parent/(dest.stem + "_files")
-    err, note, metrics = None, "", None
+    err, note, metrics, kept = None, "", None, None
     if path.endswith(".md"):
         dest.parent.mkdir(parents=True, exist_ok=True); shutil.copy(root/path, dest)
         return dict(path=path, title=Path(path).stem, error=None, seconds=time.perf_counter() - t0)
@@ -310,8 +331,12 @@ def _render_page_(job:dict)->dict:
         else: note = ('!!! warning "Not executed yet"\n\n    Run `unlearnkit-repro run ' + Path(path).stem +
                       "` and rebuild the docs to see this reproduction's figures and claims table.")
     else:
-        nb = nbformat.read(str(root/path), as_version=4)
-        if job["execute"]: err = execute_notebook(nb, (root/path).parent, job["timeout"])
+        kept = kept_page(root, path) if job["execute"] else None
+        if kept is not None and kept.exists():   # executed by the tests, from these very sources
+            nb = nbformat.read(str(kept), as_version=4)
+        else:
+            nb = nbformat.read(str(root/path), as_version=4); kept = None
+            if job["execute"]: err = execute_notebook(nb, (root/path).parent, job["timeout"])
     title, summary = page_meta(nb, path)
     # take the title and summary out of their cell first: nbdev turns a title cell into front matter, dropping the
     # prose that follows the title in the same cell (the introduction of every reproduction)
@@ -336,7 +361,7 @@ def _render_page_(job:dict)->dict:
     text = re.sub(r"/\.([\w-]+)\.partial-[\w-]+", r"/\1", text)   # a staging folder's path -> the results folder's
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(text, encoding="utf-8")
-    return dict(path=path, title=title, error=err, seconds=time.perf_counter() - t0)
+    return dict(path=path, title=title, error=err, seconds=time.perf_counter() - t0, kept=kept is not None)
 
 def _mkdocs_config(root:Path, src:Path, out:Path, titles:dict)->dict:
     "MkDocs Material's configuration, generated from `_quarto.yml`."
@@ -389,7 +414,7 @@ def build_docs(root:str|Path=".", # the repository (where _quarto.yml is)
         with ProcessPoolExecutor(max_workers=jobs) as ex:
             for r in ex.map(_render_page, work):
                 results.append(r)
-                if verbose: print(f"  {r['path']} -> {page_html_name(r['path'])} ({r['seconds']:.0f} s)" + (f"  FAILED: {r['error']}" if r["error"] else ""), flush=True)
+                if verbose: print(f"  {r['path']} -> {page_html_name(r['path'])} ({r['seconds']:.0f} s" + (", as the tests ran it" if r.get("kept") else "") + ")" + (f"  FAILED: {r['error']}" if r["error"] else ""), flush=True)
         titles = {r["path"]: r["title"] for r in results}
         try:
             from unlearnkit.repro import suite_report_html
