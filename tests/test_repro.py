@@ -132,6 +132,40 @@ def test_failed_run_keeps_previous_result(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert cli("run", "demo", "--out", out, env=DEMO).returncode == 0 and not kept.exists()
 
+def _demo_with_cell(tmp_path, code):
+    "A private demo with a cell running `code` before its counting cell."
+    d, env = demo_copy(tmp_path)
+    f = d/"reproductions"/"demo.ipynb"; nb = json.loads(f.read_text())
+    i = next(i for i, c in enumerate(nb["cells"]) if "time.sleep(sleep_s)" in "".join(c["source"]))
+    nb["cells"].insert(i, {"cell_type": "code", "execution_count": None, "id": "added", "metadata": {}, "outputs": [], "source": [code]})
+    f.write_text(json.dumps(nb))
+    return env
+
+def test_kernel_process_stderr_stays_out_of_the_message(tmp_path):
+    "What the kernel process itself writes to stderr (its log) is not part of the run's one-line error."
+    env = _demo_with_cell(tmp_path, "import os; os.write(2, b'[IPKernelApp] ERROR | noise from the kernel process\\n')")
+    r = cli("run", "demo", "--out", tmp_path/"o", "-p", "fail", "true", env=env)
+    msg = one_line_error(r, code=1)
+    assert "asked to fail" in msg and "noise" not in r.stderr + r.stdout
+
+def test_log_output_streams_the_notebooks_output(tmp_path):
+    "--log-output shows what the notebook prints, on stdout (and its stderr on stderr), as it runs."
+    env = _demo_with_cell(tmp_path, "import sys; print('printed by the notebook'); print('warned by the notebook', file=sys.stderr)")
+    r = cli("run", "demo", "--out", tmp_path/"o", "--log-output", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "printed by the notebook" in r.stdout and "warned by the notebook" in r.stderr
+    quiet = cli("run", "demo", "--out", tmp_path/"q", env=env)
+    assert "printed by the notebook" not in quiet.stdout + quiet.stderr
+
+def test_killed_kernel_is_one_line(tmp_path):
+    "A kernel that dies (here: SIGKILL, as the out-of-memory killer sends) is one line naming it, and nothing is kept as a result."
+    env = _demo_with_cell(tmp_path, "import os, signal, sys; os.write(2, b'last words of the kernel\\n'); os.kill(os.getpid(), signal.SIGKILL)")
+    r = cli("run", "demo", "--out", tmp_path/"o", env=env)
+    msg = one_line_error(r, code=1)
+    assert "demo/smoke: the kernel died" in msg and "its log ends: last words of the kernel" in msg, msg
+    assert not (tmp_path/"o").exists()
+
+
 # --- concurrent and killed runs ---------------------------------------------------------------------------------
 
 def _start(out, *extra):

@@ -8,7 +8,7 @@ Docs: https://unlearnkit.github.io/unlearnkit/api/repro.html.md"""
 
 # %% ../nbs/api/90_repro.ipynb #bee02111
 from __future__ import annotations
-import argparse, ast, configparser, importlib, json, math, os, re, shutil, sys, time, traceback
+import argparse, ast, configparser, importlib, json, logging, math, os, re, shutil, sys, time, traceback
 from pathlib import Path
 
 from .core import (MARKER, ParamError, StagedDir, TargetError, Timer, check_int, check_target, device_name,
@@ -418,7 +418,19 @@ def _ipc_kernel_manager(sock_dir:Path):
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kw):
             kw.setdefault("transport", "ipc"); kw.setdefault("ip", str(sock_dir/"kernel")); super().__init__(**kw)
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            # the kernel process's own stderr (its log, e.g. "KeyboardInterrupt caught in kernel" when the shutdown's
+            # interrupt lands while it is busy) goes to a file, not into the run's one-line messages; the notebook's
+            # output travels over the sockets as before. `_kernel_log_tail` reads it when a kernel dies.
+            with open(sock_dir/"kernel.log", "ab") as log:   # the child keeps its own copy of the descriptor
+                return await super()._async_launch_kernel(kernel_cmd, **{"stderr": log, **kw})
     return IPCKernelManager
+
+def _kernel_log_tail(sock_dir:Path, n:int=200)->str:
+    "The last non-empty line of a kernel's log (see `_ipc_kernel_manager`), at most `n` characters; '' if none."
+    try: lines = [l for l in (Path(sock_dir)/"kernel.log").read_text(errors="replace").splitlines() if l.strip()]
+    except OSError: return ""
+    return lines[-1].strip()[:n] if lines else ""
 
 def _heading(src:str)->str|None:
     for line in src.splitlines():
@@ -465,6 +477,7 @@ def run_reproduction(name:str, # a reproduction's name (see `list_reproductions(
                     )->Path: # the results folder
     "Execute a reproduction notebook with papermill into a staged folder and move it into place when complete."
     import nbformat, papermill as pm, tempfile
+    from nbclient.exceptions import DeadKernelError
     params = resolve_params(name, preset, overrides)
     final = Path(out).expanduser() if out else results_root()/name/preset
     src_nb = reproductions_dir()/f"{name}.ipynb"
@@ -475,9 +488,19 @@ def run_reproduction(name:str, # a reproduction's name (see `list_reproductions(
         hooks = dict(on_cell_start=_Progress(name, nbformat.read(str(src_nb), as_version=4).cells)) if progress else {}
         try:
             with tempfile.TemporaryDirectory(prefix="unlearnkit-kernel-") as socks:
-                pm.execute_notebook(str(src_nb), str(tmp/f"{name}.ipynb"), parameters=params, cwd=str(reproductions_dir().parent),
-                                    progress_bar=False, log_output=log_output, kernel_name="python3",
-                                    kernel_manager_class=_ipc_kernel_manager(Path(socks)), **hooks)
+                # the notebook's output, when asked for, straight to our stdout/stderr (papermill's log_output sends
+                # stdout to a logger nobody configured); papermill's own log lines are not for the user: a failure is
+                # reported below, in one line
+                stream = dict(stdout_file=sys.stdout, stderr_file=sys.stderr) if log_output else {}
+                quiet = logging.getLogger("papermill"); quiet_h = logging.NullHandler(); quiet.addHandler(quiet_h)
+                try: pm.execute_notebook(str(src_nb), str(tmp/f"{name}.ipynb"), parameters=params, cwd=str(reproductions_dir().parent),
+                                         progress_bar=False, log_output=False, kernel_name="python3",
+                                         kernel_manager_class=_ipc_kernel_manager(Path(socks)), **stream, **hooks)
+                except DeadKernelError as e:   # killed (out of memory?) or crashed: say so in one line, with its last log line
+                    last = _kernel_log_tail(Path(socks))
+                    raise ReproError(f"{name}/{preset}: the kernel died ({str(e).splitlines()[0] if str(e) else 'no message'})"
+                                     + (f"; its log ends: {last}" if last else "")) from None
+                finally: quiet.removeHandler(quiet_h)
         except pm.PapermillExecutionError as e:
             where = _failed_cell(tmp/f"{name}.ipynb", src_nb)
             kept = final.parent/f"{final.name}.failed.ipynb"
