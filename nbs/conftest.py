@@ -29,9 +29,7 @@ def pytest_runtest_teardown(item, nextitem):
     nb_file = item.parent
     if nb_file in _failed: return
     import nbformat
+    from unlearnkit.core import write_text_atomic
     from unlearnkit.docs import kept_page
     path = Path(str(nb_file.fspath)).resolve().relative_to(ROOT).as_posix()
-    dest = kept_page(ROOT, path, KEEP)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    nbformat.write(nb_file.nb, str(tmp)); tmp.replace(dest)
+    write_text_atomic(kept_page(ROOT, path, KEEP), nbformat.writes(nb_file.nb))

@@ -34,6 +34,7 @@ def run_once(tmp_path_factory, key:str, make)->dict:
     the others wait for it and get the same dict. A failure is recorded and re-raised in every process that asks,
     so a broken reproduction fails its tests without running again."""
     from filelock import FileLock
+    from unlearnkit.core import write_json_atomic
     root = shared_dir(tmp_path_factory)/"once"; root.mkdir(exist_ok=True)
     done = root/f"{key}.json"
     with FileLock(str(root/f"{key}.lock")):
@@ -41,7 +42,7 @@ def run_once(tmp_path_factory, key:str, make)->dict:
             try: info = make(root/key)
             except BaseException as e:   # pytest.fail raises an exception derived from BaseException
                 info = {"error": str(e) or repr(e)}
-            tmp = done.with_suffix(".tmp"); tmp.write_text(json.dumps(info)); tmp.replace(done)
+            write_json_atomic(done, info)
     info = json.loads(done.read_text())
     if "error" in info: pytest.fail(info["error"], pytrace=False)
     return info

@@ -162,7 +162,7 @@ def test_killed_kernel_is_one_line(tmp_path):
     env = _demo_with_cell(tmp_path, "import os, signal, sys; os.write(2, b'last words of the kernel\\n'); os.kill(os.getpid(), signal.SIGKILL)")
     r = cli("run", "demo", "--out", tmp_path/"o", env=env)
     msg = one_line_error(r, code=1)
-    assert "demo/smoke: the kernel died" in msg and "its log ends: last words of the kernel" in msg, msg
+    assert "demo/smoke: the kernel died before the notebook finished" in msg and "its log ends: last words of the kernel" in msg, msg
     assert not (tmp_path/"o").exists()
 
 

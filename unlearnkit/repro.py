@@ -496,9 +496,9 @@ def run_reproduction(name:str, # a reproduction's name (see `list_reproductions(
                 try: pm.execute_notebook(str(src_nb), str(tmp/f"{name}.ipynb"), parameters=params, cwd=str(reproductions_dir().parent),
                                          progress_bar=False, log_output=False, kernel_name="python3",
                                          kernel_manager_class=_ipc_kernel_manager(Path(socks)), **stream, **hooks)
-                except DeadKernelError as e:   # killed (out of memory?) or crashed: say so in one line, with its last log line
+                except DeadKernelError:   # killed (out of memory?) or crashed: say so in one line, with its last log line
                     last = _kernel_log_tail(Path(socks))
-                    raise ReproError(f"{name}/{preset}: the kernel died ({str(e).splitlines()[0] if str(e) else 'no message'})"
+                    raise ReproError(f"{name}/{preset}: the kernel died before the notebook finished"
                                      + (f"; its log ends: {last}" if last else "")) from None
                 finally: quiet.removeHandler(quiet_h)
         except pm.PapermillExecutionError as e:
